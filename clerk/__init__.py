@@ -1,0 +1,5 @@
+"""clerk: a plugin-based file organizer and execution daemon."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,57 @@
+"""Error types shared by every room, and the `Problem` record `clerk check` prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """Where something was written: a file and a 1-based line and column (0 when unknown)."""
+
+    file: str
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.col or 1}"
+        return self.file
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the configuration, reported as `file:line:col: message`."""
+
+    where: Location
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        prefix = "" if self.severity == "error" else f"{self.severity}: "
+        return f"{self.where}: {prefix}{self.message}"
+
+
+class ClerkError(Exception):
+    """Base of errors a user can fix; the CLI prints them without a traceback."""
+
+
+class ConfigError(ClerkError):
+    """Configuration (config.yaml or rule files) is invalid; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class SpecError(ValueError):
+    """Raised by a filter, action or classifier constructor when its YAML value is wrong.
+
+    The loader turns it into a `Problem` at the location of the offending value, so the
+    message should say what is wrong and what would be right, e.g.
+    ``size wants a comparison like ">= 10KB", got "big"``.
+    """
+
+
+class RenderError(ClerkError):
+    """A template could not be rendered, or rendered to a path outside every root."""

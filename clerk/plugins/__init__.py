@@ -1,0 +1,1 @@
+"""Plugins: hookspecs, the plugin manager, and the built-in plugins."""

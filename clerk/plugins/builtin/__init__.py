@@ -1,0 +1,1 @@
+"""The built-in filters, actions and classifiers: plugins like any other."""

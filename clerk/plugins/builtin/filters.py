@@ -1,0 +1,404 @@
+"""The built-in filters, registered through `register_filters` like any plugin's."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any
+
+from clerk.errors import SpecError
+from clerk.plugins.api import FileInfo, Filter, Verdict
+from clerk.plugins.hookspecs import hookimpl
+from clerk.units import Comparison, parse_comparison, parse_duration, parse_size
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    """A string or a non-empty list of strings."""
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, str | int | float) and not isinstance(v, bool)
+                            for v in items):  # fmt: skip
+        raise SpecError(f"{what} wants a string or a list of strings, got {value!r}")
+    return [str(v) for v in items]
+
+
+def _compile(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern, flags)
+    except re.error as exc:
+        raise SpecError(f"invalid regular expression {pattern!r}: {exc}") from None
+
+
+def glob_to_regex(glob: str, *, case_sensitive: bool = True) -> re.Pattern[str]:
+    """Translate a path glob: `*` and `?` stay inside one component, `**` crosses them."""
+    out, i = [], 0
+    while i < len(glob):
+        c = glob[i]
+        if glob.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            end = glob.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+                i += 1
+            else:
+                body = glob[i + 1 : end].replace("\\", "\\\\")
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return _compile("(?s:" + "".join(out) + r")\Z", 0 if case_sensitive else re.IGNORECASE)
+
+
+class NameFilter(Filter):
+    """`name: "*.jpg"` or a list of globs, matched against the file name, case-insensitive.
+
+    The mapping form takes `glob`, `startswith`, `endswith`, `contains` and
+    `case_sensitive` (default false).
+    """
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        self.case_sensitive = False
+        if isinstance(value, dict):
+            unknown = set(value) - {"glob", "startswith", "endswith", "contains", "case_sensitive"}
+            if unknown:
+                raise SpecError(f"name: unknown option(s) {', '.join(sorted(unknown))}")
+            self.case_sensitive = bool(value.get("case_sensitive", False))
+            globs = []
+            if "glob" in value:
+                globs.extend(_strings(value["glob"], "name.glob"))
+            for key, shape in (("startswith", "{}*"), ("endswith", "*{}"), ("contains", "*{}*")):
+                if key in value:
+                    globs.extend(shape.format(_escape_glob(s)) for s in _strings(value[key], key))
+            if not globs:
+                raise SpecError("name wants a glob, or one of glob/startswith/endswith/contains")
+        else:
+            globs = _strings(value, "name")
+        self.globs = globs
+        flags = 0 if self.case_sensitive else re.IGNORECASE
+        self.patterns = [_compile(fnmatch.translate(g), flags) for g in globs]
+
+    def match(self, file: FileInfo) -> Verdict:
+        name = file.name
+        for glob, pattern in zip(self.globs, self.patterns, strict=True):
+            if pattern.match(name):
+                return Verdict(True, f"name matches {glob!r}")
+        return Verdict(False, f"name {name!r} matches none of {self.globs}")
+
+
+def _escape_glob(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+class RegexFilter(Filter):
+    """`regex: 'IMG_(?P<num>\\d+)'`: searched in the file name; named groups become fields.
+
+    Mapping form: `{pattern: ..., on: name | relpath | path}`.
+    """
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        self.on = "name"
+        if isinstance(value, dict):
+            unknown = set(value) - {"pattern", "on"}
+            if unknown:
+                raise SpecError(f"regex: unknown option(s) {', '.join(sorted(unknown))}")
+            if "pattern" not in value:
+                raise SpecError("regex wants a pattern")
+            self.on = value.get("on", "name")
+            if self.on not in ("name", "relpath", "path"):
+                raise SpecError(f"regex.on must be name, relpath or path, got {self.on!r}")
+            value = value["pattern"]
+        if not isinstance(value, str):
+            raise SpecError(f"regex wants a pattern string, got {value!r}")
+        self.pattern = _compile(value)
+
+    def provides(self) -> frozenset[str]:
+        return frozenset(self.pattern.groupindex)
+
+    def match(self, file: FileInfo) -> Verdict:
+        subject = {"name": file.name, "relpath": file.relpath, "path": file.path}[self.on]
+        m = self.pattern.search(subject)
+        if m is None:
+            return Verdict(False, f"{self.on} does not match /{self.pattern.pattern}/")
+        fields = {k: v for k, v in m.groupdict().items() if v is not None}
+        return Verdict(True, f"{self.on} matches /{self.pattern.pattern}/", fields)
+
+
+class ExtensionFilter(Filter):
+    """`extension: [jpg, png]`: the file name's extension, case-insensitive, dot optional."""
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        self.extensions = frozenset(e.lower().lstrip(".") for e in _strings(value, "extension"))
+
+    def match(self, file: FileInfo) -> Verdict:
+        ext = file.ext.lower()
+        if ext in self.extensions:
+            return Verdict(True, f"extension {ext!r}", {"extension": file.ext})
+        return Verdict(False, f"extension {ext!r} not in {sorted(self.extensions)}")
+
+
+class MimeFilter(Filter):
+    """`mime: image/*`: the type libmagic finds in the content (not the name), glob or list."""
+
+    cost = 2
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        self.globs = [g.lower() for g in _strings(value, "mime")]
+        for glob in self.globs:
+            if "/" not in glob:
+                raise SpecError(f"mime wants a type like image/* or application/pdf, got {glob!r}")
+
+    def match(self, file: FileInfo) -> Verdict:
+        mime = file.mime
+        for glob in self.globs:
+            if fnmatch.fnmatchcase(mime, glob):
+                return Verdict(True, f"mime {mime} matches {glob}")
+        return Verdict(False, f"mime {mime} matches none of {self.globs}")
+
+
+def _comparisons(value: Any, what: str, parse: Callable[[str], float]) -> list[Comparison]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise SpecError(f"{what} wants a comparison like '>= 10KB'")
+    return [parse_comparison(v, parse) for v in items]
+
+
+class SizeFilter(Filter):
+    """`size: ">= 10KB"` or a list of comparisons that must all hold (`[">1KB", "<5MB"]`)."""
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        self.comparisons = _comparisons(value, "size", parse_size)
+
+    def match(self, file: FileInfo) -> Verdict:
+        ok = all(c.test(file.size) for c in self.comparisons)
+        wanted = " and ".join(str(c) for c in self.comparisons)
+        return Verdict(ok, f"size {file.size} {'is' if ok else 'is not'} {wanted}")
+
+
+class AgeFilter(Filter):
+    """`age: "> 30d"`: time since the last modification, compared with a duration."""
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        self.comparisons = _comparisons(value, "age", parse_duration)
+
+    def match(self, file: FileInfo) -> Verdict:
+        age = file.now.timestamp() - file.st.st_mtime
+        ok = all(c.test(age) for c in self.comparisons)
+        wanted = " and ".join(str(c) + "s" for c in self.comparisons)
+        return Verdict(ok, f"age {age:.0f}s {'is' if ok else 'is not'} {wanted}")
+
+
+_DATE_CMP = re.compile(r"^\s*(>=|<=|>|<|==|=)?\s*(\d{4}-\d{2}-\d{2}(?:[T ][\d:]+)?)\s*$")
+
+
+class ModifiedFilter(Filter):
+    """`modified: "> 7d"` (like age) or `modified: ">= 2024-01-01"` (a date)."""
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        self.dates: list[tuple[str, datetime]] = []
+        self.ages: list[Comparison] = []
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, date):
+                item = f">= {item.isoformat()}"
+            m = _DATE_CMP.match(str(item))
+            if m:
+                try:
+                    when = datetime.fromisoformat(m.group(2)).astimezone()
+                except ValueError as exc:
+                    raise SpecError(f"modified: bad date {m.group(2)!r}: {exc}") from None
+                op = m.group(1) or ">="
+                self.dates.append(("==" if op == "=" else op, when))
+            else:
+                self.ages.append(parse_comparison(item, parse_duration))
+
+    def match(self, file: FileInfo) -> Verdict:
+        mtime = file.mtime
+        age = file.now.timestamp() - file.st.st_mtime
+        ok = all(c.test(age) for c in self.ages) and all(
+            Comparison(op, when.timestamp()).test(mtime.timestamp()) for op, when in self.dates
+        )
+        return Verdict(ok, f"modified {mtime:%Y-%m-%d %H:%M}")
+
+
+class PathFilter(Filter):
+    """`path: "invoices/**/*.pdf"`: a glob on the path relative to the root.
+
+    `*` stays within one directory, `**` spans any number; a list means any of them.
+    """
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        self.globs = _strings(value, "path")
+        self.patterns = [glob_to_regex(g.lstrip("/")) for g in self.globs]
+
+    def match(self, file: FileInfo) -> Verdict:
+        for glob, pattern in zip(self.globs, self.patterns, strict=True):
+            if pattern.match(file.relpath):
+                return Verdict(True, f"path {file.relpath!r} matches {glob!r}")
+        return Verdict(False, f"path {file.relpath!r} matches none of {self.globs}")
+
+
+class ContentFilter(Filter):
+    """`content: 'Invoice\\s+(?P<customer>\\w+)'`: a regex over the first KiB of text.
+
+    Case-insensitive when written `{pattern: ..., case_sensitive: false}`; named groups
+    become template fields. Binary files (a NUL in the first KiB) never match.
+    """
+
+    cost = 2
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        flags = 0
+        if isinstance(value, dict):
+            unknown = set(value) - {"pattern", "case_sensitive"}
+            if unknown or "pattern" not in value:
+                raise SpecError("content wants a pattern (and optionally case_sensitive)")
+            if not value.get("case_sensitive", True):
+                flags = re.IGNORECASE
+            value = value["pattern"]
+        if not isinstance(value, str):
+            raise SpecError(f"content wants a regular expression, got {value!r}")
+        self.pattern = _compile(value, flags)
+
+    def provides(self) -> frozenset[str]:
+        return frozenset(self.pattern.groupindex)
+
+    def match(self, file: FileInfo) -> Verdict:
+        head = file.head
+        if b"\0" in head:
+            return Verdict(False, "binary content")
+        m = self.pattern.search(head.decode("utf-8", errors="replace"))
+        if m is None:
+            return Verdict(False, f"content does not match /{self.pattern.pattern}/")
+        fields = {k: v for k, v in m.groupdict().items() if v is not None}
+        return Verdict(True, f"content matches /{self.pattern.pattern}/", fields)
+
+
+class DuplicateFilter(Filter):
+    """`duplicate: true`: the same content (hash) as another file already in the catalog.
+
+    The file is hashed only when another catalogued file has the same size.
+    """
+
+    cost = 3
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        if not isinstance(value, bool):
+            raise SpecError(f"duplicate wants true or false, got {value!r}")
+        self.want = value
+
+    def provides(self) -> frozenset[str]:
+        return frozenset({"original"})
+
+    def match(self, file: FileInfo) -> Verdict:
+        original = file.duplicate_of()
+        if original is not None:
+            return Verdict(self.want, f"duplicate of {original}", {"original": original})
+        return Verdict(not self.want, "no other file with the same content")
+
+
+class TagFilter(Filter):
+    """`tag: invoice` or `tag: [a, b]`: the file carries all these tags (see the tag action)."""
+
+    cost = 1
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        self.tags = set(_strings(value, "tag"))
+
+    def match(self, file: FileInfo) -> Verdict:
+        missing = self.tags - file.tags
+        if missing:
+            return Verdict(False, f"missing tag(s) {sorted(missing)}")
+        return Verdict(True, f"tagged {sorted(self.tags)}")
+
+
+class AttrFilter(Filter):
+    """`attr: {exif.camera: "Pixel*"}`: a classifier attribute; every entry must hold.
+
+    Strings are globs (case-insensitive); `true`/`false` test presence; numbers compare
+    equal, or use a comparison string like `"> 3"` for numeric attributes.
+    """
+
+    cost = 3
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        if not isinstance(value, dict) or not value:
+            raise SpecError("attr wants a mapping like {exif.camera: 'Pixel*'}")
+        self.tests: list[tuple[str, str, Any]] = []
+        for key, want in value.items():
+            namespace, dot, attr = str(key).partition(".")
+            if not dot or not namespace or not attr:
+                raise SpecError(
+                    f"attr keys are namespace.attribute (like exif.camera), got {key!r}"
+                )
+            self.tests.append((namespace, attr, want))
+
+    def namespaces(self) -> frozenset[str]:
+        return frozenset(ns for ns, _, _ in self.tests)
+
+    def match(self, file: FileInfo) -> Verdict:
+        for namespace, attr, want in self.tests:
+            have = file.attrs(namespace).get(attr)
+            if not _attr_matches(have, want):
+                return Verdict(False, f"{namespace}.{attr} is {have!r}")
+        return Verdict(True, "attributes match")
+
+
+def _attr_matches(have: Any, want: Any) -> bool:
+    if isinstance(want, bool):
+        return (have is not None and have is not False) == want
+    if have is None:
+        return False
+    if isinstance(want, str):
+        cmp = re.match(r"^\s*(>=|<=|>|<|==|!=)\s*(-?\d+(?:\.\d+)?)\s*$", want)
+        if cmp and isinstance(have, int | float):
+            return Comparison(cmp.group(1), float(cmp.group(2))).test(float(have))
+        return fnmatch.fnmatch(str(have).lower(), want.lower())
+    return bool(have == want)
+
+
+BUILTIN_FILTERS: dict[str, type[Filter]] = {
+    "name": NameFilter,
+    "regex": RegexFilter,
+    "extension": ExtensionFilter,
+    "mime": MimeFilter,
+    "size": SizeFilter,
+    "age": AgeFilter,
+    "modified": ModifiedFilter,
+    "path": PathFilter,
+    "content": ContentFilter,
+    "duplicate": DuplicateFilter,
+    "tag": TagFilter,
+    "attr": AttrFilter,
+}
+
+
+@hookimpl(trylast=True)
+def register_filters(register: Callable[[str, type[Filter]], None]) -> None:
+    for name, cls in BUILTIN_FILTERS.items():
+        register(name, cls)

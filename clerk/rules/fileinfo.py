@@ -1,0 +1,253 @@
+"""`FileInfo`: a candidate file as filters, actions and classifiers see it.
+
+Everything beyond the stat is computed lazily and at most once: the MIME type (libmagic)
+only when a rule asks for it, the content hash only for `duplicate` (and only when
+another catalogued file has the same size), the first KiB only for `content`. Values
+cached in the catalog are reused while (dev, inode, size, mtime) still match.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import stat as stat_module
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from clerk.rules.model import Root
+
+HEAD_BYTES = 1024
+
+
+class Facts(Protocol):
+    """What computes the expensive facts; the rules engine provides one per run."""
+
+    now: datetime
+
+    def mime(self, file: FileInfo) -> str: ...
+    def hash(self, file: FileInfo) -> str: ...
+    def attrs(self, file: FileInfo, namespace: str) -> dict[str, Any]: ...
+    def duplicate_of(self, file: FileInfo) -> str | None: ...
+
+
+class CachedFacts(Protocol):
+    """A catalog row's cached values (see store.catalog.CatalogRow)."""
+
+    id: int | None
+    size: int | None
+    mtime_ns: int | None
+    dev: int | None
+    inode: int | None
+    mime: str | None
+    hash: str | None
+    tags: set[str]
+    attrs: dict[str, Any]
+
+
+class FileInfo:
+    """One file under a root: path parts, stat, and lazily computed facts."""
+
+    def __init__(
+        self,
+        root: Root,
+        path: str,
+        relpath: str,
+        st: os.stat_result,
+        facts: Facts,
+        cached: CachedFacts | None = None,
+    ):
+        self.root = root
+        self.path = path
+        self.relpath = relpath
+        self.st = st
+        self._facts = facts
+        fresh = cached if cached is not None and _same_identity(cached, st) else None
+        self.cached = fresh
+        self.file_id: int | None = cached.id if cached is not None else None
+        self.tags: set[str] = set(cached.tags) if cached is not None else set()
+        self._mime: str | None = fresh.mime if fresh else None
+        self._hash: str | None = fresh.hash if fresh else None
+        self._attrs: dict[str, Any] = dict(fresh.attrs) if fresh else {}
+        self._head: bytes | None = None
+        self.computed: set[str] = set()  # facts computed now (to write back to the catalog)
+        self.origin: FileInfo = self  # the first view of this file in this run
+
+    def at(self, root: Root, path: str, relpath: str) -> FileInfo:
+        """A view of the same file at another place (after a planned move).
+
+        Facts are shared: whatever one view computes, the original records.
+        """
+        view = copy.copy(self)
+        view.root, view.path, view.relpath = root, path, relpath
+        view._head = self._head
+        return view
+
+    # --- path parts --------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    @property
+    def dir(self) -> str:
+        return os.path.dirname(self.path)
+
+    @property
+    def stem(self) -> str:
+        stem, _ = _split_ext(self.name)
+        return stem
+
+    @property
+    def ext(self) -> str:
+        """Extension without the dot, as written (`"JPG"`); filters compare it folded."""
+        return _split_ext(self.name)[1]
+
+    # --- stat --------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self.st.st_size
+
+    @property
+    def mtime(self) -> datetime:
+        return datetime.fromtimestamp(self.st.st_mtime).astimezone()
+
+    @property
+    def is_regular(self) -> bool:
+        return stat_module.S_ISREG(self.st.st_mode)
+
+    # --- lazy facts --------------------------------------------------------------------
+    @property
+    def mime(self) -> str:
+        origin = self.origin
+        if origin._mime is None:
+            origin._mime = self._facts.mime(self)
+            origin.computed.add("mime")
+        return origin._mime
+
+    @property
+    def hash(self) -> str:
+        origin = self.origin
+        if origin._hash is None:
+            origin._hash = self._facts.hash(self)
+            origin.computed.add("hash")
+        return origin._hash
+
+    @property
+    def mime_if_known(self) -> str | None:
+        return self.origin._mime
+
+    @property
+    def hash_if_known(self) -> str | None:
+        return self.origin._hash
+
+    @property
+    def head(self) -> bytes:
+        """The first KiB of the file (empty if it cannot be read)."""
+        if self._head is None:
+            try:
+                with open(self.path, "rb") as fh:
+                    self._head = fh.read(HEAD_BYTES)
+            except OSError:
+                self._head = b""
+        return self._head
+
+    def attrs(self, namespace: str) -> dict[str, Any]:
+        known = self.origin._attrs  # the same dict in every view
+        if namespace not in known:
+            known[namespace] = self._facts.attrs(self, namespace)
+            self.origin.computed.add("attrs")
+        return known[namespace]
+
+    def duplicate_of(self) -> str | None:
+        """The catalogued path of another file with the same content, if any."""
+        return self._facts.duplicate_of(self)
+
+    @property
+    def known_attrs(self) -> dict[str, Any]:
+        return self._attrs
+
+    @property
+    def now(self) -> datetime:
+        return self._facts.now
+
+    def fields(self, extra: Mapping[str, Any] | None = None) -> TemplateFields:
+        return TemplateFields(self, extra or {})
+
+    def __repr__(self) -> str:
+        return f"FileInfo({self.path!r})"
+
+
+def _split_ext(name: str) -> tuple[str, str]:
+    stem, dot_ext = os.path.splitext(name)
+    return (stem, dot_ext[1:]) if dot_ext else (name, "")
+
+
+def _same_identity(cached: CachedFacts, st: os.stat_result) -> bool:
+    return (
+        cached.size == st.st_size
+        and cached.mtime_ns == st.st_mtime_ns
+        and cached.inode == st.st_ino
+        and cached.dev == st.st_dev
+    )
+
+
+STANDARD_FIELDS: frozenset[str] = frozenset(
+    {"name", "stem", "ext", "dir", "root", "relpath", "reldir", "size", "mime", "mtime",
+     "now", "hash"}
+)  # fmt: skip
+
+
+class TemplateFields(Mapping[str, Any]):
+    """The fields a template can use, computed only when asked for.
+
+    Standard fields, then `extra` (regex and content groups), then classifier
+    attributes written `namespace.key`.
+    """
+
+    def __init__(self, file: FileInfo, extra: Mapping[str, Any]):
+        self._file = file
+        self._extra = extra
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._extra:
+            return self._extra[key]
+        f = self._file
+        match key:
+            case "name":
+                return f.name
+            case "stem":
+                return f.stem
+            case "ext":
+                return f.ext
+            case "dir":
+                return f.dir
+            case "root":
+                return f.root.name
+            case "relpath":
+                return f.relpath
+            case "reldir":
+                return os.path.dirname(f.relpath)
+            case "size":
+                return f.size
+            case "mime":
+                return f.mime
+            case "mtime":
+                return f.mtime
+            case "now":
+                return f.now
+            case "hash":
+                return f.hash
+        namespace, dot, attr = key.partition(".")
+        if dot:
+            values = f.attrs(namespace)
+            if attr in values:
+                return values[attr]
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from STANDARD_FIELDS
+        yield from self._extra
+
+    def __len__(self) -> int:
+        return len(STANDARD_FIELDS) + len(self._extra)

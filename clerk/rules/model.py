@@ -1,0 +1,157 @@
+"""The loaded, validated rule set: roots, rules, match trees and action steps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clerk.errors import Location
+
+if TYPE_CHECKING:
+    from clerk.plugins.api import Action, Filter
+
+DEFAULT_IGNORE: tuple[str, ...] = ("*.part", "*.crdownload", ".~lock*", "*.tmp", ".clerk-tmp-*")
+TRIGGERS: frozenset[str] = frozenset({"created", "modified", "moved", "scan", "schedule"})
+DEFAULT_TRIGGERS: frozenset[str] = frozenset({"created", "moved", "scan"})
+
+
+@dataclass(frozen=True)
+class Root:
+    """A directory clerk may read and write; every path it touches is inside one."""
+
+    name: str
+    path: str  # absolute, user-expanded, normalized; no trailing slash
+    recursive: bool = True
+    watch: bool = True
+    poll: bool = False
+    settle: float = 5.0
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    follow_symlinks: bool = False
+    where: Location | None = field(default=None, compare=False)
+
+    def contains(self, path: str) -> bool:
+        return path == self.path or path.startswith(self.path.rstrip("/") + "/")
+
+
+class RootSet:
+    """Named roots, with the lookup from an absolute path to (root, relpath)."""
+
+    def __init__(self, roots: Iterable[Root] = ()):
+        self._by_name: dict[str, Root] = {r.name: r for r in roots}
+        # most specific first, so a root nested in another claims its own files
+        self._by_depth = sorted(self._by_name.values(), key=lambda r: len(r.path), reverse=True)
+
+    def __getitem__(self, name: str) -> Root:
+        return self._by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[Root]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def get(self, name: str) -> Root | None:
+        return self._by_name.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def locate(self, path: str) -> tuple[Root, str] | None:
+        """The most specific root holding `path` (absolute, normalized) and the relpath."""
+        for root in self._by_depth:
+            if root.contains(path):
+                return root, os.path.relpath(path, root.path) if path != root.path else "."
+        return None
+
+
+@dataclass
+class FilterNode:
+    """A leaf of a match tree: one configured filter."""
+
+    name: str
+    filter: Filter
+    where: Location
+
+
+@dataclass
+class AllNode:
+    children: list[MatchNode]
+    where: Location | None = None
+
+
+@dataclass
+class AnyNode:
+    children: list[MatchNode]
+    where: Location | None = None
+
+
+@dataclass
+class NotNode:
+    child: MatchNode
+    where: Location | None = None
+
+
+MatchNode = FilterNode | AllNode | AnyNode | NotNode
+
+
+def iter_filters(node: MatchNode) -> Iterator[FilterNode]:
+    if isinstance(node, FilterNode):
+        yield node
+    elif isinstance(node, NotNode):
+        yield from iter_filters(node.child)
+    else:
+        for child in node.children:
+            yield from iter_filters(child)
+
+
+@dataclass
+class ActionStep:
+    name: str
+    action: Action
+    where: Location
+
+
+@dataclass
+class Rule:
+    name: str
+    roots: tuple[str, ...]
+    match: MatchNode
+    actions: list[ActionStep]
+    on: frozenset[str] = DEFAULT_TRIGGERS
+    continue_: bool = False
+    schedule: str | None = None  # cron expression: a lifecycle sweep
+    every: float | None = None  # interval in seconds: a lifecycle sweep
+    after: float | None = None  # act only once the file is unchanged this long
+    keep_newest: int | None = None
+    group_by: str | None = None
+    enabled: bool = True
+    where: Location = field(default_factory=lambda: Location("<unknown>"))
+
+    @property
+    def is_lifecycle(self) -> bool:
+        return bool(self.schedule or self.every)
+
+
+@dataclass
+class RuleSet:
+    roots: RootSet
+    rules: list[Rule]
+    workflows: dict[str, Any] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    def rules_for(self, root: str, trigger: str) -> list[Rule]:
+        return [
+            r
+            for r in self.rules
+            if r.enabled and root in r.roots and trigger in r.on and not r.is_lifecycle
+        ]
+
+    def rule(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)

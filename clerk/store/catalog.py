@@ -1,0 +1,243 @@
+"""The file catalog: what clerk knows about every file it has seen.
+
+Rows are keyed by (root, relpath) while the file is inside a root; a row whose file left
+every root (trashed, deleted) keeps its id and history with `relpath` NULL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from clerk.fileops.types import OpResult
+from clerk.rules.model import RootSet
+from clerk.store import from_db, to_db
+
+COLUMNS = "id, root, relpath, size, mtime_ns, dev, inode, mime, hash, tags, attrs, state"
+_CHUNK = 500  # keeps every IN (...) well under SQLite's variable limit
+
+
+@dataclass
+class CatalogRow:
+    id: int | None
+    root: str
+    relpath: str
+    size: int | None = None
+    mtime_ns: int | None = None
+    dev: int | None = None
+    inode: int | None = None
+    mime: str | None = None
+    hash: str | None = None
+    tags: set[str] = field(default_factory=set)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    state: str = "present"
+
+    @classmethod
+    def from_sql(cls, row: Sequence[Any]) -> CatalogRow:
+        return cls(
+            row[0], row[1], from_db(row[2]), row[3], row[4], row[5], row[6], row[7], row[8],
+            set(json.loads(row[9])) if row[9] else set(),
+            decode_attrs(row[10]),
+            row[11],
+        )  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "root": self.root, "relpath": self.relpath, "size": self.size,
+            "mtime_ns": self.mtime_ns, "dev": self.dev, "inode": self.inode,
+            "mime": self.mime, "hash": self.hash, "tags": sorted(self.tags),
+            "attrs": json.loads(encode_attrs(self.attrs) or "{}"), "state": self.state,
+        }  # fmt: skip
+
+
+def encode_attrs(attrs: dict[str, Any]) -> str | None:
+    """JSON with datetimes kept as `{"$dt": iso}` so `{exif.taken:%Y}` works from cache."""
+    if not attrs:
+        return None
+
+    def default(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return {"$dt": value.isoformat()}
+        if isinstance(value, set | tuple):
+            return list(value)
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace")
+        return str(value)
+
+    return json.dumps(attrs, default=default, sort_keys=True)
+
+
+def decode_attrs(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+
+    def hook(obj: dict[str, Any]) -> Any:
+        if set(obj) == {"$dt"}:
+            try:
+                return datetime.fromisoformat(obj["$dt"])
+            except (TypeError, ValueError):
+                return obj["$dt"]
+        return obj
+
+    try:
+        value = json.loads(text, object_hook=hook)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class Catalog:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # --- reads ---------------------------------------------------------------------------
+    def rows_for(self, root: str, relpaths: Sequence[str]) -> dict[str, CatalogRow]:
+        found: dict[str, CatalogRow] = {}
+        for start in range(0, len(relpaths), _CHUNK):
+            chunk = [to_db(p) for p in relpaths[start : start + _CHUNK]]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {COLUMNS} FROM files WHERE root = ? AND relpath IN ({marks})"
+            for row in self.db.execute(sql, [root, *chunk]).fetchall():
+                record = CatalogRow.from_sql(row)
+                found[record.relpath] = record
+        return found
+
+    def get(self, root: str, relpath: str) -> CatalogRow | None:
+        return self.rows_for(root, [relpath]).get(relpath)
+
+    def by_id(self, file_id: int) -> CatalogRow | None:
+        row = self.db.execute(f"SELECT {COLUMNS} FROM files WHERE id = ?", [file_id]).fetchone()
+        return CatalogRow.from_sql(row) if row else None
+
+    def same_size(self, size: int, exclude_id: int | None) -> list[CatalogRow]:
+        sql = f"SELECT {COLUMNS} FROM files WHERE size = ? AND state = 'present' AND id IS NOT ?"
+        return [CatalogRow.from_sql(r) for r in self.db.execute(sql, [size, exclude_id])]
+
+    def query(
+        self,
+        *,
+        root: str | None = None,
+        mime: str | None = None,
+        tag: str | None = None,
+        glob: str | None = None,
+        state: str | None = "present",
+        limit: int | None = None,
+    ) -> list[CatalogRow]:
+        where, params = [], []
+        if root:
+            where.append("root = ?")
+            params.append(root)
+        if mime:
+            where.append("mime GLOB ?")
+            params.append(mime)
+        if tag:
+            where.append("EXISTS (SELECT 1 FROM json_each(files.tags) WHERE value = ?)")
+            params.append(tag)
+        if glob:
+            where.append("relpath GLOB ?")
+            params.append(glob)
+        if state:
+            where.append("state = ?")
+            params.append(state)
+        sql = f"SELECT {COLUMNS} FROM files"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY root, relpath"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [CatalogRow.from_sql(r) for r in self.db.execute(sql, params)]
+
+    # --- writes (the caller owns the transaction) -----------------------------------------
+    def upsert(self, rows: Iterable[CatalogRow], now: float | None = None) -> None:
+        """Insert or update rows by (root, relpath); sets ids on new rows."""
+        now = now or time.time()
+        sql = (
+            "INSERT INTO files (root, relpath, size, mtime_ns, dev, inode, mime, hash, tags,"
+            " attrs, state, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(root, relpath) DO UPDATE SET size=excluded.size,"
+            " mtime_ns=excluded.mtime_ns, dev=excluded.dev, inode=excluded.inode,"
+            " mime=excluded.mime, hash=excluded.hash, tags=excluded.tags,"
+            " attrs=excluded.attrs, state=excluded.state, last_seen=excluded.last_seen"
+            " RETURNING id"
+        )
+        cursor = self.db.conn.cursor()
+        for row in rows:
+            params = (
+                row.root, to_db(row.relpath), row.size, row.mtime_ns, row.dev, row.inode,
+                row.mime, row.hash, json.dumps(sorted(row.tags)) if row.tags else None,
+                encode_attrs(row.attrs), row.state, now, now,
+            )  # fmt: skip
+            if row.id is not None:
+                # known row: it may have moved; update in place by id
+                self._move_row(cursor, row, now)
+            else:
+                row.id = cursor.execute(sql, params).fetchone()[0]
+
+    def _move_row(self, cursor: Any, row: CatalogRow, now: float) -> None:
+        # another row may already claim the destination (a stale entry for a file that
+        # is gone): it loses its location, this row takes it
+        cursor.execute(
+            "UPDATE files SET relpath = NULL, state = 'gone' WHERE root = ? AND relpath = ?"
+            " AND id != ?",
+            (row.root, to_db(row.relpath), row.id),
+        )
+        cursor.execute(
+            "UPDATE files SET root=?, relpath=?, size=?, mtime_ns=?, dev=?, inode=?, mime=?,"
+            " hash=?, tags=?, attrs=?, state=?, last_seen=? WHERE id=?",
+            (
+                row.root, to_db(row.relpath) if row.state == "present" else None, row.size,
+                row.mtime_ns, row.dev, row.inode, row.mime, row.hash,
+                json.dumps(sorted(row.tags)) if row.tags else None, encode_attrs(row.attrs),
+                row.state, now, row.id,
+            ),
+        )  # fmt: skip
+
+    def mark_gone(self, root: str, seen_ids: Iterable[int]) -> int:
+        """After a full walk of `root`: rows not seen lose their location (state gone)."""
+        cursor = self.db.conn.cursor()
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS seen_ids (id INTEGER PRIMARY KEY)")
+        cursor.execute("DELETE FROM seen_ids")
+        cursor.executemany("INSERT OR IGNORE INTO seen_ids VALUES (?)", ((i,) for i in seen_ids))
+        cursor.execute(
+            "UPDATE files SET state = 'gone', relpath = NULL WHERE root = ? AND state = 'present'"
+            " AND id NOT IN (SELECT id FROM seen_ids)",
+            (root,),
+        )
+        count = cursor.rowcount
+        cursor.execute("DELETE FROM seen_ids")
+        return count
+
+    def apply_results(self, results: Iterable[OpResult], roots: RootSet) -> None:
+        """Follow files through done ops: moved rows get their new location.
+
+        Copies and links create new files; they are catalogued when next seen.
+        """
+        for result in results:
+            if result.status != "done" or result.file_id is None:
+                continue
+            row = self.by_id(result.file_id)
+            if row is None:
+                continue
+            if result.kind in ("move", "rename") and result.dst:
+                located = roots.locate(os.path.normpath(result.dst))
+                if located is None:
+                    continue
+                row.root, row.relpath = located[0].name, located[1]
+                row.state = "present"
+                if result.dst_inode is not None:
+                    row.dev, row.inode = result.dst_dev, result.dst_inode
+                self.upsert([row])
+            elif result.kind in ("trash", "delete", "archive"):
+                if result.kind == "archive" and os.path.lexists(result.src):
+                    continue  # keep_source
+                row.state = "trashed" if result.kind == "trash" else "deleted"
+                if result.kind == "archive":
+                    row.state = "archived"
+                self.upsert([row])

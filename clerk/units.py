@@ -1,0 +1,99 @@
+"""Parse the human quantities rule files use: sizes, durations and comparisons.
+
+Sizes follow the usual convention: KB/MB/GB are powers of 1000, KiB/MiB/GiB (and the
+Kubernetes-style Ki/Mi/Gi used in `resources.memory`) powers of 1024. Durations take
+`ms s m h d w` and combinations such as `1h30m`; a bare number means seconds.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from clerk.errors import SpecError
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+    "ti": 1024**4, "tib": 1024**4,
+}  # fmt: skip
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
+    ">": operator.gt, "<": operator.lt, "=": operator.eq,
+}  # fmt: skip
+_COMPARISON_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<|=)?\s*(.+?)\s*$")
+
+
+def parse_size(text: str | int | float) -> int:
+    """`"10KB"` -> 10000, `"1.5MiB"` -> 1572864, `512` -> 512."""
+    if isinstance(text, bool):
+        raise SpecError(f"expected a size like 10KB or 5MiB, got {text!r}")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise SpecError(f"a size cannot be negative, got {text}")
+        return int(text)
+    m = _SIZE_RE.match(str(text))
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _SIZE_UNITS:
+        raise SpecError(f"expected a size like 10KB, 5MiB or 512Mi, got {text!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_duration(text: str | int | float) -> float:
+    """`"5s"` -> 5.0, `"1h30m"` -> 5400.0, `"300ms"` -> 0.3, `30` -> 30.0 (seconds)."""
+    if isinstance(text, bool):
+        raise SpecError(f"expected a duration like 30s, 5m or 2h, got {text!r}")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise SpecError(f"a duration cannot be negative, got {text}")
+        return float(text)
+    s = str(text).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    pos, total = 0, 0.0
+    for m in _DURATION_PART.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or not s:
+        raise SpecError(f"expected a duration like 30s, 5m, 2h or 1h30m, got {text!r}")
+    return total
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A parsed `">= 10KB"`: an operator and a number; `test(x)` applies it."""
+
+    op: str
+    value: float
+
+    def test(self, actual: float) -> bool:
+        return _OPERATORS[self.op](actual, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}"
+
+
+def parse_comparison(
+    text: str | int | float, parse_value: Callable[[str], float], default_op: str = "=="
+) -> Comparison:
+    """Parse `"> 30d"` or `">= 10KB"` with `parse_value` for the quantity."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return Comparison(default_op, float(parse_value(text)))  # type: ignore[arg-type]
+    m = _COMPARISON_RE.match(str(text))
+    if not m or not m.group(2):
+        raise SpecError(f"expected a comparison like '>= 10KB' or '> 30d', got {text!r}")
+    op = m.group(1) or default_op
+    if op == "=":
+        op = "=="
+    return Comparison(op, float(parse_value(m.group(2))))

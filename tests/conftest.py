@@ -1,0 +1,73 @@
+"""Every test gets its own CLERK_HOME, HOME and XDG dirs, and no autoloaded plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clerk_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    base = tmp_path_factory.mktemp("env")
+    home = base / "home"
+    clerk_home = base / "clerk"
+    for path in (home, clerk_home):
+        path.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("CLERK_HOME", str(clerk_home))
+    for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share"),
+                     ("XDG_STATE_HOME", ".local/state"), ("XDG_CACHE_HOME", ".cache")):  # fmt: skip
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(var, str(home / sub))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(base / "run"))
+    monkeypatch.setenv("CLERK_DISABLE_PLUGIN_AUTOLOAD", "1")
+    for var in ("CLERK_CONFIG", "CLERK_PROFILE", "CLERK_LOAD_PLUGINS", "CLERK_TRACE_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+    return clerk_home
+
+
+@pytest.fixture
+def clerk_home(clerk_env: Path) -> Path:
+    return clerk_env
+
+
+@pytest.fixture
+def write_rules(clerk_home: Path) -> Callable[[str, str], Path]:
+    """Write a rule file into $CLERK_HOME/rules.d."""
+
+    def write(text: str, name: str = "rules.yaml") -> Path:
+        rules_dir = clerk_home / "rules.d"
+        rules_dir.mkdir(exist_ok=True)
+        path = rules_dir / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def run_clerk(*args: str, check: bool = False, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run the real `clerk` command in a subprocess."""
+    result = subprocess.run(
+        [sys.executable, "-m", "clerk", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"clerk {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def clerk() -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    yield run_clerk
