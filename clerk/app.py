@@ -61,25 +61,25 @@ class App:
 
     def check(self, root_overrides: dict[str, str] | None = None) -> tuple[RuleSet, list[Problem]]:
         """Load the rules and run every check; problems sorted by place."""
-        from clerk.rules.check import check_rules
-        from clerk.rules.loader import load_rules
+        from clerk.rules.check import load_and_check
 
-        files = self.config.rule_files
-        ruleset, problems = load_rules(files, self.registry, root_overrides=root_overrides)
-        problems = list(problems) + check_rules(ruleset, self.registry, check_paths=True)
+        ruleset, problems = load_and_check(
+            self.config, self.registry, check_paths=True, root_overrides=root_overrides
+        )
         problems += [Problem(_plugin_location(), str(f)) for f in self.pm.failures]
         problems += [Problem(_plugin_location(), e) for e in self.registry.errors]
-        return ruleset, sorted(problems, key=lambda p: (p.where, p.message))
+        return ruleset, problems
 
     def rules(self, root_overrides: dict[str, str] | None = None) -> RuleSet:
-        """The rule set, or ConfigError listing every error (warnings kept aside)."""
-        from clerk.rules.check import check_rules
-        from clerk.rules.loader import load_rules
+        """The rule set, or ConfigError listing every error (warnings kept aside).
 
-        ruleset, problems = load_rules(
-            self.config.rule_files, self.registry, root_overrides=root_overrides
+        Root paths are not checked here: a command that walks a root says so itself.
+        """
+        from clerk.rules.check import load_and_check
+
+        ruleset, problems = load_and_check(
+            self.config, self.registry, check_paths=False, root_overrides=root_overrides
         )
-        problems = list(problems) + check_rules(ruleset, self.registry, check_paths=False)
         errors = [p for p in problems if p.severity == "error"]
         self.warnings = [p for p in problems if p.severity != "error"]
         if errors:

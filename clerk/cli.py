@@ -410,8 +410,9 @@ def plugins_list(
         for i in pm.plugin_infos()
         if (show_all or i.source != "builtin") and (hook is None or hook in i.hooks)
     ]
-    rows += [{"name": f.name, "version": None, "source": f.source, "hooks": [],
-              "error": f.error} for f in pm.failures]  # fmt: skip
+    if hook is None:
+        rows += [{"name": f.name, "version": None, "source": f.source, "hooks": [],
+                  "error": f.error} for f in pm.failures]  # fmt: skip
     print_rows(rows, ["name", "version", "source", "hooks", "error"], as_json=as_json,
                as_nl=as_nl)  # fmt: skip
 

@@ -120,8 +120,8 @@ class Config:
         for source in sources:
             if source.is_dir():
                 files.extend(sorted([*source.glob("*.yaml"), *source.glob("*.yml")]))
-            else:
-                files.append(source)
+            elif source.exists() or source.suffix in (".yaml", ".yml"):
+                files.append(source)  # a missing file is reported by the loader
         return files
 
     @property

@@ -40,7 +40,8 @@ def _default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=_default, indent=2, ensure_ascii=False)
+    # ASCII escapes keep non-UTF-8 names exact: json.loads gives back the surrogate escapes
+    return json.dumps(value, default=_default, indent=2, ensure_ascii=True)
 
 
 def print_json(value: Any) -> None:
@@ -58,7 +59,7 @@ def print_rows(
     """Rows as JSON, newline-delimited JSON, or a table."""
     if as_nl:
         for row in rows:
-            click.echo(json.dumps(row, default=_default, ensure_ascii=False))
+            click.echo(json.dumps(row, default=_default, ensure_ascii=True))
         return
     if as_json:
         print_json(list(rows))
@@ -82,7 +83,7 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, list | set | tuple):
         return ", ".join(str(v) for v in value)
-    return str(value).encode("utf-8", "replace").decode("utf-8")
+    return printable(str(value))
 
 
 def printable(path: str) -> str:

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from clerk.rules.templates import Renderer
 
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
     """A filter's answer: matched or not, why (for `clerk explain`), and any fields."""
 
@@ -76,7 +77,7 @@ class Filter(ABC):
         """Decide whether `file` matches."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Target:
     """The file an action works on, as it will be when the action runs.
 
@@ -100,8 +101,6 @@ class Target:
         A template without a `/` (like `{stem}-old.{ext}`) is relative to
         `relative_to` (the file's directory by default). Raises `RenderError`.
         """
-        import os
-
         base = relative_to if relative_to is not None else os.path.dirname(self.path)
         return self.renderer.render_path(template, self.fields, base_dir=base)
 

@@ -162,7 +162,7 @@ class Engine:
         self._notify_op = _has_impls(hooks, "op_done")
         self._rules_cache: dict[tuple[str, str], list[Rule]] = {}
         self._handled: set[tuple[int, int]] = set()  # (dev, inode) acted on in this run
-        self._current_errors: list[str] = []
+        self._matchers: dict[int, Matcher] = {}
 
     # --- entry points ----------------------------------------------------------------------
     def scan(
@@ -291,6 +291,8 @@ class Engine:
             self.catalog.upsert(rows)
         for file, row in zip(new, rows, strict=True):
             file.file_id = row.id
+            if row.id is not None:
+                self.facts.batch_new_ids.add(row.id)
 
     # --- matching and planning -------------------------------------------------------------
     def rules_for(self, root: str, trigger: str, rule_names: set[str] | None) -> list[Rule]:
@@ -319,7 +321,7 @@ class Engine:
         for rule in self.rules_for(file.root.name, trigger, rule_names):
             fields: dict[str, Any] = {}
             try:
-                if not self.matches(rule.match, current, fields):
+                if not self._matcher(rule)(current, fields):
                     continue
             except Exception as exc:  # a filter bug must not stop the run
                 plan.error = f"rule {rule.name}: filter failed: {type(exc).__name__}: {exc}"
@@ -367,6 +369,12 @@ class Engine:
             if plan.error or not rule.continue_ or gone:
                 break
         return plan
+
+    def _matcher(self, rule: Rule) -> Matcher:
+        matcher = self._matchers.get(id(rule))
+        if matcher is None:
+            matcher = self._matchers[id(rule)] = compile_match(rule.match)
+        return matcher
 
     def _view_at(self, file: FileInfo, path: str) -> FileInfo:
         located = self.ruleset.roots.locate(path)
@@ -451,10 +459,11 @@ class Engine:
                     broken = True
                 if result.ok and result.kind in _RELOCATING and result.dst:
                     path = result.dst
-                    current = self._view_at(current, path)
                 continue
             if broken:
                 continue
+            if current.path != path:
+                current = self._view_at(current, path)
             target = Target(
                 current, path, current.fields(step.fields), self.renderer, step.rule, self.dry_run
             )
@@ -463,7 +472,7 @@ class Engine:
             try:
                 if self.dry_run:
                     outcome.effects.append(effect.describe(target))
-                    summary.planned[type(effect).__name__] += 1
+                    summary.planned[_effect_name(effect)] += 1
                 else:
                     note = effect.apply(target)
                     outcome.effects.append(note or effect.describe(target))
@@ -673,6 +682,38 @@ def _row_for(file: FileInfo, root: Root, relpath: str) -> CatalogRow:
         set(file.tags),
         dict(file.known_attrs),
     )
+
+
+Matcher = Callable[[FileInfo, dict[str, Any]], bool]
+
+
+def compile_match(node: MatchNode) -> Matcher:
+    """Turn a match tree into nested closures: the per-file path does no dispatch."""
+    if isinstance(node, FilterNode):
+        match = node.filter.match
+
+        def leaf(file: FileInfo, fields: dict[str, Any]) -> bool:
+            verdict = match(file)
+            if verdict.__class__ is bool:  # a plugin may answer with a plain bool
+                return verdict
+            if verdict.matched:
+                if verdict.fields:
+                    fields.update(verdict.fields)
+                return True
+            return False
+
+        return leaf
+    if isinstance(node, NotNode):
+        inner = compile_match(node.child)
+        return lambda file, fields: not inner(file, {})
+    children = [compile_match(child) for child in _by_cost(node)]
+    if len(children) == 1:
+        return children[0]
+    if isinstance(node, AllNode):
+        if not children:
+            return lambda file, fields: True
+        return lambda file, fields: all(child(file, fields) for child in children)
+    return lambda file, fields: any(child(file, fields) for child in children)
 
 
 def _by_cost(node: AllNode | AnyNode) -> list[MatchNode]:

@@ -8,7 +8,6 @@ cached in the catalog are reused while (dev, inode, size, mtime) still match.
 
 from __future__ import annotations
 
-import copy
 import os
 import stat as stat_module
 from collections.abc import Iterator, Mapping
@@ -59,7 +58,7 @@ class FileInfo:
         cached: CachedFacts | None = None,
     ):
         self.root = root
-        self.path = path
+        self._set_path(path)
         self.relpath = relpath
         self.st = st
         self._facts = facts
@@ -79,29 +78,23 @@ class FileInfo:
 
         Facts are shared: whatever one view computes, the original records.
         """
-        view = copy.copy(self)
-        view.root, view.path, view.relpath = root, path, relpath
-        view._head = self._head
+        view = object.__new__(FileInfo)
+        view.__dict__.update(self.__dict__)
+        view.root, view.relpath = root, relpath
+        view._set_path(path)
         return view
 
     # --- path parts --------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return os.path.basename(self.path)
+    def _set_path(self, path: str) -> None:
+        # plain attributes, not properties: filters read these for every file
+        self.path = path
+        self.name = path[path.rfind("/") + 1 :]
+        #: extension without the dot, as written (`"JPG"`); filters compare it folded
+        self.stem, self.ext = _split_ext(self.name)
 
     @property
     def dir(self) -> str:
         return os.path.dirname(self.path)
-
-    @property
-    def stem(self) -> str:
-        stem, _ = _split_ext(self.name)
-        return stem
-
-    @property
-    def ext(self) -> str:
-        """Extension without the dot, as written (`"JPG"`); filters compare it folded."""
-        return _split_ext(self.name)[1]
 
     # --- stat --------------------------------------------------------------------------
     @property
@@ -179,8 +172,11 @@ class FileInfo:
 
 
 def _split_ext(name: str) -> tuple[str, str]:
-    stem, dot_ext = os.path.splitext(name)
-    return (stem, dot_ext[1:]) if dot_ext else (name, "")
+    """Like os.path.splitext (leading dots do not start an extension), without the dot."""
+    dot = name.rfind(".")
+    if dot > 0 and name[:dot].lstrip("."):
+        return name[:dot], name[dot + 1 :]
+    return name, ""
 
 
 def _same_identity(cached: CachedFacts, st: os.stat_result) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +65,14 @@ class RootSet:
     def locate(self, path: str) -> tuple[Root, str] | None:
         """The most specific root holding `path` (absolute, normalized) and the relpath."""
         for root in self._by_depth:
-            if root.contains(path):
-                return root, os.path.relpath(path, root.path) if path != root.path else "."
+            base = root.path
+            if path.startswith(base):
+                if len(path) == len(base):
+                    return root, "."
+                if path[len(base)] == "/":
+                    return root, path[len(base) + 1 :]
+                if base == "/":
+                    return root, path[1:]
         return None
 
 

@@ -71,10 +71,11 @@ def format_value(value: Any, spec: str) -> str:
 
 def sanitize_component(text: str) -> str:
     """Make a field value safe to put inside one path component."""
-    cleaned = _UNSAFE.sub("_", text)
-    if cleaned in (".", ".."):
-        return "_" * len(cleaned)
-    return cleaned
+    if _UNSAFE.search(text) is not None:
+        text = _UNSAFE.sub("_", text)
+    if text in (".", ".."):
+        return "_" * len(text)
+    return text
 
 
 class Renderer:
@@ -85,43 +86,47 @@ class Renderer:
         self._real_roots = [
             os.path.realpath(p) for p in [r.path for r in roots] + list(extra_roots)
         ]
-        self._real_dirs: dict[str, str] = {}
+        self._dir_verdicts: dict[str, str] = {}
 
     def render_text(self, template: str, fields: Mapping[str, Any]) -> str:
         return self._render(template, fields, sanitize=False)
 
     def render_path(self, template: str, fields: Mapping[str, Any], base_dir: str) -> str:
         rendered = self._render(template, fields, sanitize=True)
-        if rendered.startswith("~"):
+        if rendered[:1] == "~":
             rendered = os.path.expanduser(rendered)
-        if not os.path.isabs(rendered):
+        if rendered[:1] != "/":
             rendered = os.path.join(base_dir, rendered)
-        path = os.path.normpath(rendered)
-        if path.endswith("/") or os.path.basename(path) in ("", ".", ".."):
+        path = rendered if _is_normal(rendered) else os.path.normpath(rendered)
+        if path[path.rfind("/") + 1 :] in ("", ".", ".."):
             raise RenderError(f"{template!r} rendered to {path!r}, which names no file")
         self.check_inside(path)
         return path
 
     def check_inside(self, path: str) -> None:
         """Refuse `path` unless it lies inside a root, after resolving symlinks."""
-        if self.roots.locate(path) is None:
-            raise RenderError(f"destination {path!r} is outside every root")
-        real_parent = self._real_dir(os.path.dirname(path))
-        if not any(_is_within(real_parent, r) for r in self._real_roots):
-            raise RenderError(f"destination {path!r} resolves outside every root (symlink)")
+        directory = path[: path.rfind("/")] or "/"
+        verdict = self._dir_verdicts.get(directory)
+        if verdict is None:
+            verdict = self._judge_dir(directory)
+            if len(self._dir_verdicts) > 10_000:
+                self._dir_verdicts.clear()
+            self._dir_verdicts[directory] = verdict
+        if verdict:
+            raise RenderError(f"destination {path!r} {verdict}")
 
-    def _real_dir(self, directory: str) -> str:
-        cached = self._real_dirs.get(directory)
-        if cached is None:
-            cached = os.path.realpath(directory)
-            if len(self._real_dirs) > 10_000:
-                self._real_dirs.clear()
-            self._real_dirs[directory] = cached
-        return cached
+    def _judge_dir(self, directory: str) -> str:
+        """ "" if files may be placed in `directory`, else why not."""
+        if self.roots.locate(directory) is None:
+            return "is outside every root"
+        real = os.path.realpath(directory)
+        if not any(_is_within(real, r) for r in self._real_roots):
+            return "resolves outside every root (symlink)"
+        return ""
 
     def forget_dir(self, directory: str) -> None:
-        """Drop cached resolution (a directory was created or replaced)."""
-        self._real_dirs.pop(directory, None)
+        """Drop a cached verdict (a directory was created or replaced)."""
+        self._dir_verdicts.pop(directory, None)
 
     def _render(self, template: str, fields: Mapping[str, Any], *, sanitize: bool) -> str:
         out: list[str] = []
@@ -133,14 +138,27 @@ class Renderer:
                 value = fields[name]
             except KeyError:
                 raise RenderError(f"unknown field {{{name}}} in {template!r}") from None
-            if value is None:
+            if value.__class__ is str and not spec:
+                text = value  # the common case: {name}, {stem}, {ext}
+            elif value is None:
                 raise RenderError(f"field {{{name}}} has no value for this file")
-            try:
-                text = format_value(value, spec)
-            except (ValueError, TypeError) as exc:
-                raise RenderError(f"cannot format {{{name}:{spec}}}: {exc}") from None
+            else:
+                try:
+                    text = format_value(value, spec)
+                except (ValueError, TypeError) as exc:
+                    raise RenderError(f"cannot format {{{name}:{spec}}}: {exc}") from None
             out.append(sanitize_component(text) if sanitize else text)
         return "".join(out)
+
+
+def _is_normal(path: str) -> bool:
+    """True when normpath would return `path` unchanged (saves it on the hot path)."""
+    return (
+        "//" not in path
+        and "/./" not in path
+        and "/../" not in path
+        and not path.endswith(("/", "/.", "/.."))
+    )
 
 
 def _is_within(path: str, root: str) -> bool:

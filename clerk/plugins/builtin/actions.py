@@ -50,10 +50,9 @@ class _Placing(FileOpAction):
         return [self.template]
 
     def destination(self, target: Target) -> str:
-        dst = target.render_path(self.template)
-        if self.template.endswith("/"):
-            dst = os.path.join(dst, os.path.basename(target.path))
-        return dst
+        # a trailing / means "into this directory, keeping the name"
+        template = self.template + "{name}" if self.template.endswith("/") else self.template
+        return target.render_path(template)
 
     def request(self, target: Target) -> OpRequest | None:
         dst = self.destination(target)
@@ -201,7 +200,7 @@ class TagAction(EffectAction):
 
     def apply(self, target: Target) -> str | None:
         tags = target.file.tags
-        tags.update(target.render(t) for t in self.add)
+        tags.update(tag for tag in (target.render(t) for t in self.add) if tag)
         tags.difference_update(target.render(t) for t in self.remove)
         return None
 

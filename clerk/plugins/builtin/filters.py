@@ -146,12 +146,13 @@ class ExtensionFilter(Filter):
     def __init__(self, value: Any):
         super().__init__(value)
         self.extensions = frozenset(e.lower().lstrip(".") for e in _strings(value, "extension"))
+        self._shown = ", ".join(sorted(self.extensions))
 
     def match(self, file: FileInfo) -> Verdict:
         ext = file.ext.lower()
         if ext in self.extensions:
-            return Verdict(True, f"extension {ext!r}", {"extension": file.ext})
-        return Verdict(False, f"extension {ext!r} not in {sorted(self.extensions)}")
+            return Verdict(True, f"extension {ext!r}")
+        return Verdict(False, f"extension {ext!r} not in [{self._shown}]")
 
 
 class MimeFilter(Filter):

@@ -1,0 +1,132 @@
+"""The plugin manager: built-ins through the same hooks, loose files, failures, control."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from clerk.plugins import hookspecs
+from clerk.plugins.manager import DEFAULT_PLUGINS, PluginError, make_plugin_manager
+
+GOOD = """
+from clerk.plugins.api import Filter, Verdict, hookimpl
+
+class Even(Filter):
+    def match(self, file):
+        return Verdict(file.size % 2 == 0, "even size")
+
+@hookimpl
+def register_filters(register):
+    register("even", Even)
+"""
+
+OVERRIDE = """
+from clerk.plugins.api import Filter, Verdict, hookimpl
+
+class AlwaysName(Filter):
+    def match(self, file):
+        return Verdict(True, "overridden")
+
+@hookimpl
+def register_filters(register):
+    register("name", AlwaysName)
+"""
+
+
+@pytest.fixture
+def plugins_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("CLERK_DISABLE_PLUGIN_AUTOLOAD")
+    directory = tmp_path / "plugins"
+    directory.mkdir()
+    return directory
+
+
+def test_builtins_are_plugins() -> None:
+    pm = make_plugin_manager()
+    names = {info.name for info in pm.plugin_infos()}
+    assert set(DEFAULT_PLUGINS) <= names
+    registry = pm.registry()
+    assert registry.origin["filter:mime"] == "clerk.plugins.builtin.filters"
+    assert registry.origin["action:move"] == "clerk.plugins.builtin.actions"
+    assert "stat" in registry.classifiers
+
+
+def test_loose_file_plugin_adds_a_filter(plugins_dir: Path) -> None:
+    (plugins_dir / "even.py").write_text(GOOD)
+    pm = make_plugin_manager(plugins_dir=plugins_dir)
+    assert not pm.failures
+    assert "even" in pm.registry().filters
+    assert pm.registry().origin["filter:even"] == "even"
+    info = next(i for i in pm.plugin_infos() if i.name == "even")
+    assert info.source.startswith("file:") and info.hooks == ["register_filters"]
+
+
+def test_plugin_overrides_builtin(plugins_dir: Path) -> None:
+    (plugins_dir / "override.py").write_text(OVERRIDE)
+    registry = make_plugin_manager(plugins_dir=plugins_dir).registry()
+    assert registry.filters["name"].__name__ == "AlwaysName"
+
+
+def test_broken_plugin_is_named_and_skipped(plugins_dir: Path) -> None:
+    (plugins_dir / "broken.py").write_text("import no_such_module_here\n")
+    (plugins_dir / "even.py").write_text(GOOD)
+    pm = make_plugin_manager(plugins_dir=plugins_dir)
+    assert [f.name for f in pm.failures] == ["broken"]
+    assert "No module named 'no_such_module_here'" in pm.failures[0].error
+    assert "even" in pm.registry().filters  # the others still load
+    with pytest.raises(PluginError, match="broken"):
+        make_plugin_manager(plugins_dir=plugins_dir, strict=True)
+
+
+def test_misspelt_hook_fails_loudly(plugins_dir: Path) -> None:
+    (plugins_dir / "typo.py").write_text(
+        textwrap.dedent("""
+        from clerk.plugins.api import hookimpl
+        @hookimpl
+        def register_filter(register):
+            pass
+    """)
+    )
+    pm = make_plugin_manager(plugins_dir=plugins_dir)
+    assert [f.name for f in pm.failures] == ["typo"]
+    assert "register_filter" in pm.failures[0].error
+    assert not pm.has_plugin("typo")
+
+
+def test_allow_and_deny(plugins_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (plugins_dir / "even.py").write_text(GOOD)
+    (plugins_dir / "override.py").write_text(OVERRIDE)
+    pm = make_plugin_manager(plugins_dir=plugins_dir, deny=["override"])
+    assert pm.has_plugin("even") and not pm.has_plugin("override")
+    pm = make_plugin_manager(plugins_dir=plugins_dir, allow=["override"])
+    assert not pm.has_plugin("even") and pm.has_plugin("override")
+    monkeypatch.setenv("CLERK_LOAD_PLUGINS", "even")
+    pm = make_plugin_manager(plugins_dir=plugins_dir)
+    assert pm.has_plugin("even") and not pm.has_plugin("override")
+    monkeypatch.setenv("CLERK_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert not make_plugin_manager(plugins_dir=plugins_dir).has_plugin("even")
+
+
+def test_every_hook_is_documented() -> None:
+    for name in hookspecs.hook_names():
+        doc = getattr(hookspecs, name).__doc__
+        assert doc and len(doc.split()) > 10, f"hook {name} needs a docstring"
+
+
+def test_plugins_list_cli(plugins_dir: Path, clerk_home: Path, clerk) -> None:  # type: ignore[no-untyped-def]
+    (plugins_dir / "even.py").write_text(GOOD)
+    (plugins_dir / "broken.py").write_text("raise RuntimeError('boom')\n")
+    (clerk_home / "config.yaml").write_text(f"plugins: {{dir: {plugins_dir}}}\n")
+    result = clerk("plugins", "list", "--json", check=True)
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["even"]["hooks"] == ["register_filters"]
+    assert "RuntimeError: boom" in rows["broken"]["error"]
+    assert "clerk.plugins.builtin.filters" not in rows
+    everything = json.loads(clerk("plugins", "list", "--all", "--json", check=True).stdout)
+    assert any(r["name"] == "clerk.plugins.builtin.filters" for r in everything)
+    only = json.loads(clerk("plugins", "list", "--all", "--hook", "register_actions",
+                            "--json", check=True).stdout)  # fmt: skip
+    assert [r["name"] for r in only] == ["clerk.plugins.builtin.actions"]

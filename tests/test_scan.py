@@ -1,0 +1,299 @@
+"""`clerk scan` end to end: real files, the real CLI in a subprocess, the real store."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from clerk.samples import jpeg, mp3, pdf, png
+
+
+@pytest.fixture
+def world(tmp_path: Path, clerk_home: Path) -> dict[str, Path]:
+    inbox, out, trash = tmp_path / "inbox", tmp_path / "out", tmp_path / "trash"
+    for d in (inbox, out):
+        d.mkdir()
+    (clerk_home / "config.yaml").write_text(f"trash_dir: {trash}\njournal_batch: 7\n")
+    return {"inbox": inbox, "out": out, "trash": trash, "db": clerk_home / "clerk.db"}
+
+
+def rules(write_rules: Callable[[str], Path], world: dict[str, Path], body: str) -> None:
+    write_rules(
+        f"roots:\n  inbox: {{path: {world['inbox']}}}\n"
+        f"  out: {{path: {world['out']}, watch: false}}\nrules:\n{body}"
+    )
+
+
+SORT = """\
+  - name: images
+    in: inbox
+    match: [{mime: "image/*"}]
+    actions: [{move: "{out}/images/{name}"}]
+  - name: pdfs
+    in: inbox
+    match: [{extension: pdf}]
+    actions: [{move: "{out}/docs/{mtime:%Y}/{name}"}]
+"""
+
+
+def sort_rules(write_rules: Callable[[str], Path], world: dict[str, Path]) -> None:
+    rules(write_rules, world, SORT.replace("{out}", str(world["out"])))
+
+
+def ops(world: dict[str, Path]) -> list[dict[str, object]]:
+    return list(sqlite_utils.Database(world["db"])["ops"].rows)
+
+
+def test_scan_moves_journals_and_catalogs(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    sort_rules(write_rules, world)
+    (world["inbox"] / "a.png").write_bytes(png(1))
+    (world["inbox"] / "disguised.txt").write_bytes(jpeg(2))  # MIME sees through the name
+    (world["inbox"] / "report.pdf").write_bytes(pdf(3))
+    (world["inbox"] / "notes.md").write_text("nothing matches me")
+    result = clerk("scan", check=True)
+    assert "4 files seen, 3 matched; done: 3 move" in result.stdout
+    assert (world["out"] / "images" / "a.png").read_bytes() == png(1)
+    assert (world["out"] / "images" / "disguised.txt").exists()
+    year = next((world["out"] / "docs").iterdir()).name
+    assert (world["out"] / "docs" / year / "report.pdf").exists()
+    assert sorted(p.name for p in world["inbox"].iterdir()) == ["notes.md"]
+    journal = ops(world)
+    assert len(journal) == 3 and {o["state"] for o in journal} == {"done"}
+    assert {o["rule"] for o in journal} == {"images", "pdfs"}
+    listed = json.loads(clerk("files", "list", "--json", check=True).stdout)
+    by_path = {(r["root"], r["relpath"]): r for r in listed}
+    assert by_path[("out", "images/disguised.txt")]["mime"] == "image/jpeg"
+    assert by_path[("inbox", "notes.md")]["mime"] == "text/plain"  # sniffed once, cached
+    # a second scan finds nothing new to do
+    again = clerk("scan", check=True)
+    assert "done: nothing" in again.stdout
+    assert len(ops(world)) == 3
+
+
+def test_dry_run_changes_nothing(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    sort_rules(write_rules, world)
+    (world["inbox"] / "a.png").write_bytes(png(1))
+    result = clerk("scan", "--dry-run", check=True)
+    assert f"[images] move {world['inbox']}/a.png -> {world['out']}/images/a.png" in result.stdout
+    assert "would do: 1 move" in result.stdout
+    assert (world["inbox"] / "a.png").exists()
+    assert not (world["out"] / "images").exists()
+    assert ops(world) == []
+
+
+def test_first_match_wins_unless_continue(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    out = world["out"]
+    rules(
+        write_rules,
+        world,
+        f"""\
+  - name: tag-invoices
+    in: inbox
+    match: [{{content: 'Invoice\\s+(?P<customer>\\w+)'}}]
+    actions: [{{tag: [invoice, "{{customer}}"]}}]
+    continue: true
+  - name: texts
+    in: inbox
+    match: [{{extension: txt}}]
+    actions: [{{move: "{out}/texts/{{name}}"}}]
+  - name: never
+    in: inbox
+    match: [{{extension: txt}}]
+    actions: [{{move: "{out}/never/{{name}}"}}]
+""",
+    )
+    (world["inbox"] / "inv.txt").write_text("Invoice ACME\n")
+    (world["inbox"] / "plain.txt").write_text("hello\n")
+    clerk("scan", check=True)
+    assert sorted(p.name for p in (out / "texts").iterdir()) == ["inv.txt", "plain.txt"]
+    listed = json.loads(clerk("files", "list", "--json", check=True).stdout)
+    assert {r["mime"] for r in listed} == {None}  # no rule needed it: never sniffed
+    assert not (out / "never").exists()
+    tagged = json.loads(clerk("files", "list", "--tag", "ACME", "--json", check=True).stdout)
+    assert [r["relpath"] for r in tagged] == ["texts/inv.txt"]
+    assert tagged[0]["tags"] == ["ACME", "invoice"]
+
+
+def test_conflicts_never_overwrite(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    sort_rules(write_rules, world)
+    (world["out"] / "images").mkdir()
+    (world["out"] / "images" / "a.png").write_bytes(b"the one already there")
+    (world["inbox"] / "a.png").write_bytes(png(1))
+    clerk("scan", check=True)
+    assert (world["out"] / "images" / "a.png").read_bytes() == b"the one already there"
+    assert (world["out"] / "images" / "a (1).png").read_bytes() == png(1)
+
+
+def test_duplicates_go_to_the_trash_and_come_back(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    rules(
+        write_rules,
+        world,
+        """\
+  - name: dupes
+    in: inbox
+    match: [{duplicate: true}]
+    actions: [{trash: {}}]
+""",
+    )
+    (world["inbox"] / "a.mp3").write_bytes(mp3(5))
+    (world["inbox"] / "b.mp3").write_bytes(mp3(5))
+    (world["inbox"] / "c.mp3").write_bytes(mp3(6))  # same size, other content
+    result = clerk("scan", "--json", check=True)
+    summary = json.loads(result.stdout)
+    assert summary["done"] == {"trash": 1}
+    left = sorted(p.name for p in world["inbox"].iterdir())
+    assert len(left) == 2 and "c.mp3" in left
+    trashed = list((world["trash"] / "files").iterdir())
+    assert len(trashed) == 1 and trashed[0].read_bytes() == mp3(5)
+    undo = clerk("undo", "--batch", summary["batches"][0], check=True)
+    assert undo.stdout.startswith("done:")
+    assert sorted(p.name for p in world["inbox"].iterdir()) == ["a.mp3", "b.mp3", "c.mp3"]
+
+
+def test_destination_outside_roots_is_refused(world, write_rules, clerk, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rules(
+        write_rules,
+        world,
+        """\
+  - name: escape
+    in: inbox
+    match: [{extension: txt}]
+    actions: [{move: "{stem}/../../../elsewhere/{name}"}]
+""",
+    )
+    (world["inbox"] / "x.txt").write_text("x")
+    result = clerk("scan")
+    assert result.returncode == 1
+    assert "outside every root" in result.stderr
+    assert (world["inbox"] / "x.txt").exists()
+
+
+def test_awkward_names(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    out = world["out"]
+    rules(
+        write_rules,
+        world,
+        f"""\
+  - name: all
+    in: inbox
+    actions: [{{move: "{out}/{{name}}"}}]
+""",
+    )
+    names = [b"with space.txt", b"new\nline.txt", b"-rf", b"--help", b"caf\xe9-latin1.txt",
+             b"$(touch pwned)"]  # fmt: skip
+    for name in names:
+        with open(os.path.join(os.fsencode(world["inbox"]), name), "wb") as fh:
+            fh.write(name)
+    clerk("scan", check=True)
+    # control characters in rendered names become "_" (DESIGN: sanitized components)
+    expected = {name.replace(b"\n", b"_"): name for name in names}
+    assert sorted(os.listdir(os.fsencode(out))) == sorted(expected)
+    for placed, name in expected.items():
+        with open(os.path.join(os.fsencode(out), placed), "rb") as fh:
+            assert fh.read() == name
+    assert not Path("pwned").exists()
+    history = json.loads(clerk("files", "list", "--root", "out", "--json", check=True).stdout)
+    assert len(history) == len(names)
+
+
+def test_symlinks_and_fifos_are_left_alone(world, write_rules, clerk, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = world["out"]
+    rules(
+        write_rules,
+        world,
+        f"""\
+  - name: all
+    in: inbox
+    actions: [{{move: "{out}/{{name}}"}}]
+""",
+    )
+    target = tmp_path / "secret.txt"
+    target.write_text("outside")
+    os.symlink(target, world["inbox"] / "link.txt")
+    os.mkfifo(world["inbox"] / "pipe")
+    (world["inbox"] / "real.txt").write_text("r")
+    clerk("scan", check=True)
+    assert sorted(os.listdir(out)) == ["real.txt"]
+    assert os.path.islink(world["inbox"] / "link.txt") and target.exists()
+
+
+def test_organizing_inside_one_root_moves_each_file_once(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    inbox = world["inbox"]
+    rules(
+        write_rules,
+        world,
+        f"""\
+  - name: nest
+    in: inbox
+    actions: [{{move: "{inbox}/sorted/{{ext}}/{{name}}"}}]
+""",
+    )
+    for i in range(30):
+        (inbox / f"f{i}.txt").write_text(str(i))
+    clerk("scan", check=True)
+    moved = sorted(p.name for p in (inbox / "sorted" / "txt").iterdir())
+    assert len(moved) == 30 and all("(" not in n for n in moved)
+    assert len(ops(world)) == 30
+
+
+def test_scan_a_single_path_and_gone_files(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    sort_rules(write_rules, world)
+    (world["inbox"] / "a.png").write_bytes(png(1))
+    (world["inbox"] / "b.png").write_bytes(png(2))
+    (world["inbox"] / "keep.md").write_text("k")
+    clerk("scan", str(world["inbox"] / "a.png"), check=True)
+    assert (world["out"] / "images" / "a.png").exists()
+    assert (world["inbox"] / "b.png").exists()
+    clerk("scan", "inbox", check=True)
+    (world["inbox"] / "keep.md").unlink()
+    clerk("scan", "inbox", check=True)
+    everything = json.loads(clerk("files", "list", "--all", "--json", check=True).stdout)
+    assert sorted(r["state"] for r in everything) == ["gone", "present", "present"]
+
+
+def test_explain_shows_every_verdict(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    sort_rules(write_rules, world)
+    path = world["inbox"] / "report.pdf"
+    path.write_bytes(pdf(1))
+    result = clerk("explain", str(path), check=True)
+    assert "rule images: no" in result.stdout
+    assert "- mime: mime application/pdf" in result.stdout
+    assert "rule pdfs: MATCH" in result.stdout
+    assert f"=> move -> {world['out']}/docs/" in result.stdout
+    assert "first matching rule: pdfs" in result.stdout
+    report = json.loads(clerk("explain", str(path), "--json", check=True).stdout)
+    assert report["would_apply"] == "pdfs"
+    assert path.exists() and ops(world) == []
+
+
+def test_json_summary_lists_files(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    sort_rules(write_rules, world)
+    (world["inbox"] / "a.png").write_bytes(png(1))
+    data = json.loads(clerk("scan", "--json", check=True).stdout)
+    assert data["seen"] == 1 and data["matched"] == 1 and data["failed"] == 0
+    assert data["files"][0]["rules"] == ["images"]
+    assert data["files"][0]["ops"][0]["status"] == "done"
+
+
+def test_bad_rules_refuse_to_scan(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    rules(
+        write_rules,
+        world,
+        """\
+  - name: typo
+    in: inbx
+    match: [{extention: pdf}]
+    actions: [{move: "/tmp/{name}"}]
+""",
+    )
+    (world["inbox"] / "a.pdf").write_bytes(pdf(1))
+    result = clerk("scan")
+    assert result.returncode == 1
+    assert "rules.yaml:" in result.stderr and "extension" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (world["inbox"] / "a.pdf").exists()
