@@ -21,6 +21,20 @@ class ClerkGroup(click.Group):
 
     _plugins_loaded = False
 
+    #: commands that live in other rooms, imported only when used (keeps `--help` fast)
+    lazy_commands: dict[str, str] = {}
+
+    def _lazy(self, name: str) -> click.Command | None:
+        target = self.lazy_commands.get(name)
+        if target is None:
+            return None
+        import importlib
+
+        module_name, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        self.add_command(command, name)
+        return command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -48,7 +62,7 @@ class ClerkGroup(click.Group):
         make_plugin_manager().hook.register_commands(cli=self)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name) or self._lazy(cmd_name)
         if command is None:
             self._load_plugin_commands()
             command = super().get_command(ctx, cmd_name)
@@ -56,7 +70,7 @@ class ClerkGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
-        return super().list_commands(ctx)
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
 
 
 def app(ctx: click.Context) -> Any:
@@ -485,6 +499,15 @@ def demo(ctx: click.Context, directory: str) -> None:
 
     code = run_demo(directory)
     ctx.exit(code)
+
+
+def register_lazy(name: str, target: str) -> None:
+    """Add a command that lives in another module ("clerk.daemon.cli:daemon")."""
+    ClerkGroup.lazy_commands[name] = target
+
+
+# Other rooms add their commands here, one line each (module:attribute).
+# register_lazy("daemon", "clerk.daemon.cli:daemon")
 
 
 def main() -> None:  # pragma: no cover - the console script entry point is `cli`
