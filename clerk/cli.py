@@ -53,7 +53,7 @@ class ClerkGroup(click.Group):
         ClerkGroup._plugins_loaded = True
         import os
 
-        if os.environ.get("CLERK_DISABLE_PLUGIN_AUTOLOAD"):
+        if os.environ.get("CLERK_DISABLE_PLUGIN_AUTOLOAD") or not _any_clerk_entry_points():
             return
         from clerk.plugins.manager import make_plugin_manager
 
@@ -71,6 +71,32 @@ class ClerkGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
         return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+
+def _any_clerk_entry_points() -> bool:
+    """Is any installed distribution a clerk plugin (entry point group `clerk`)?
+
+    A deliberately small look at `*.dist-info/entry_points.txt` on sys.path, so that
+    `clerk --help` does not pay for importing importlib.metadata and pluggy when no
+    plugin is installed. When one is, the real loader (importlib.metadata) takes over.
+    """
+    import os
+
+    for base in sys.path:
+        try:
+            names = os.listdir(base or ".")
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            try:
+                with open(os.path.join(base or ".", name, "entry_points.txt"), "rb") as fh:
+                    if b"[clerk]" in fh.read():
+                        return True
+            except OSError:
+                continue
+    return False
 
 
 def app(ctx: click.Context) -> Any:
@@ -289,6 +315,7 @@ def undo(
 
     Undoing an undo redoes it. Refuses, per file, with a reason when the world changed.
     """
+    import dataclasses
     import time
 
     from clerk.store.catalog import Catalog
@@ -308,7 +335,7 @@ def undo(
         with a.store.atomic():
             Catalog(a.store).apply_results(results, ruleset.roots)
     if as_json:
-        print_json([vars(r) for r in results])
+        print_json([dataclasses.asdict(r) for r in results])
     else:
         for r in results:
             dst = f" -> {printable(r.dst)}" if r.dst else ""
@@ -508,6 +535,16 @@ def register_lazy(name: str, target: str) -> None:
 
 # Other rooms add their commands here, one line each (module:attribute).
 # register_lazy("daemon", "clerk.daemon.cli:daemon")
+register_lazy("daemon", "clerk.daemon.cli:daemon")
+register_lazy("status", "clerk.daemon.cli:status")
+register_lazy("reload", "clerk.daemon.cli:reload")
+register_lazy("pause", "clerk.daemon.cli:pause")
+register_lazy("resume", "clerk.daemon.cli:resume")
+register_lazy("stop", "clerk.daemon.cli:stop")
+register_lazy("jobs", "clerk.daemon.cli:jobs")
+register_lazy("systemd", "clerk.daemon.cli:systemd")
+register_lazy("run", "clerk.engine.cli:run")
+register_lazy("runs", "clerk.engine.cli:runs")
 
 
 def main() -> None:  # pragma: no cover - the console script entry point is `cli`

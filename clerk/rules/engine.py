@@ -10,6 +10,7 @@ with each file's final path, and the catalog is updated in one transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ from clerk.rules.model import (
 from clerk.rules.templates import Renderer
 from clerk.rules.walk import Candidate, candidate_for, walk_root
 from clerk.store.catalog import Catalog, CatalogRow
+from clerk.store.journal import write_txn
 
 log = logging.getLogger("clerk.engine")
 
@@ -65,7 +67,7 @@ class FileOutcome:
             "path": self.path,
             "rules": self.rules,
             "ops": [
-                {k: v for k, v in vars(r).items() if v is not None and k != "dst_dev"}
+                {k: v for k, v in dataclasses.asdict(r).items() if v is not None}
                 for r in self.ops
             ],
             "effects": self.effects,
@@ -258,8 +260,11 @@ class Engine:
         for plan in plans:
             self._finish(plan, results, summary)
         if not self.dry_run and self.catalog is not None:
-            with self.db.atomic():  # type: ignore[union-attr]
-                self.catalog.upsert(self._catalog_rows(plans, results))
+            rows = list(self._catalog_rows(plans, results))
+            if rows:
+                with write_txn(self.db):  # type: ignore[arg-type]
+                    self.catalog.trash_displaced(results, self.ruleset.roots)
+                    self.catalog.upsert(rows)
         self.facts.forget_pending()
         if self._notify_classified:
             for plan in plans:
@@ -287,8 +292,8 @@ class Engine:
         if not new or self.catalog is None:
             return
         rows = [_row_for(f, f.root, f.relpath) for f in new]
-        with self.db.atomic():  # type: ignore[union-attr]
-            self.catalog.upsert(rows)
+        with write_txn(self.db):  # type: ignore[arg-type]
+            self.catalog.insert_new(rows)
         for file, row in zip(new, rows, strict=True):
             file.file_id = row.id
             if row.id is not None:

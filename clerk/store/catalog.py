@@ -155,48 +155,60 @@ class Catalog:
         return [CatalogRow.from_sql(r) for r in self.db.execute(sql, params)]
 
     # --- writes (the caller owns the transaction) -----------------------------------------
-    def upsert(self, rows: Iterable[CatalogRow], now: float | None = None) -> None:
-        """Insert or update rows by (root, relpath); sets ids on new rows."""
-        now = now or time.time()
-        sql = (
-            "INSERT INTO files (root, relpath, size, mtime_ns, dev, inode, mime, hash, tags,"
-            " attrs, state, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(root, relpath) DO UPDATE SET size=excluded.size,"
-            " mtime_ns=excluded.mtime_ns, dev=excluded.dev, inode=excluded.inode,"
-            " mime=excluded.mime, hash=excluded.hash, tags=excluded.tags,"
-            " attrs=excluded.attrs, state=excluded.state, last_seen=excluded.last_seen"
-            " RETURNING id"
-        )
-        cursor = self.db.conn.cursor()
-        for row in rows:
-            params = (
-                row.root, to_db(row.relpath), row.size, row.mtime_ns, row.dev, row.inode,
-                row.mime, row.hash, json.dumps(sorted(row.tags)) if row.tags else None,
-                encode_attrs(row.attrs), row.state, now, now,
-            )  # fmt: skip
-            if row.id is not None:
-                # known row: it may have moved; update in place by id
-                self._move_row(cursor, row, now)
-            else:
-                row.id = cursor.execute(sql, params).fetchone()[0]
+    def insert_new(self, rows: Sequence[CatalogRow], now: float | None = None) -> None:
+        """Insert first-seen files in one statement; sets `row.id` on each.
 
-    def _move_row(self, cursor: Any, row: CatalogRow, now: float) -> None:
-        # another row may already claim the destination (a stale entry for a file that
-        # is gone): it loses its location, this row takes it
-        cursor.execute(
+        Ids are allocated from max(id), so the caller must hold a write transaction
+        taken up front (`clerk.store.journal.write_txn`): no other writer interleaves.
+        """
+        if not rows:
+            return
+        now = now or time.time()
+        conn = self.db.conn
+        (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()
+        for offset, row in enumerate(rows, start=int(last) + 1):
+            row.id = offset
+        conn.executemany(
+            "INSERT INTO files (id, root, relpath, size, mtime_ns, dev, inode, mime, hash,"
+            " tags, attrs, state, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(row.id, *self._values(row), now, now) for row in rows],
+        )
+
+    def update(self, rows: Sequence[CatalogRow], now: float | None = None) -> None:
+        """Rewrite known rows by id (new location, facts, tags, state).
+
+        A stale row that still claims a row's new location (a file that is gone) loses
+        it first, so the unique (root, relpath) index never blocks a move.
+        """
+        if not rows:
+            return
+        now = now or time.time()
+        conn = self.db.conn
+        conn.executemany(
             "UPDATE files SET relpath = NULL, state = 'gone' WHERE root = ? AND relpath = ?"
             " AND id != ?",
-            (row.root, to_db(row.relpath), row.id),
+            [(r.root, to_db(r.relpath), r.id) for r in rows if r.state == "present"],
         )
-        cursor.execute(
+        conn.executemany(
             "UPDATE files SET root=?, relpath=?, size=?, mtime_ns=?, dev=?, inode=?, mime=?,"
             " hash=?, tags=?, attrs=?, state=?, last_seen=? WHERE id=?",
-            (
-                row.root, to_db(row.relpath) if row.state == "present" else None, row.size,
-                row.mtime_ns, row.dev, row.inode, row.mime, row.hash,
-                json.dumps(sorted(row.tags)) if row.tags else None, encode_attrs(row.attrs),
-                row.state, now, row.id,
-            ),
+            [(*self._values(r), now, r.id) for r in rows],
+        )
+
+    def upsert(self, rows: Iterable[CatalogRow], now: float | None = None) -> None:
+        """Insert new rows (id None) and update known ones (id set)."""
+        rows = list(rows)
+        self.update([r for r in rows if r.id is not None], now)
+        self.insert_new([r for r in rows if r.id is None], now)
+
+    @staticmethod
+    def _values(row: CatalogRow) -> tuple[Any, ...]:
+        present = row.state == "present"
+        return (
+            row.root, to_db(row.relpath) if present else None, row.size, row.mtime_ns,
+            row.dev, row.inode, row.mime, row.hash,
+            json.dumps(sorted(row.tags)) if row.tags else None, encode_attrs(row.attrs),
+            row.state,
         )  # fmt: skip
 
     def mark_gone(self, root: str, seen_ids: Iterable[int]) -> int:
@@ -214,11 +226,25 @@ class Catalog:
         cursor.execute("DELETE FROM seen_ids")
         return count
 
+    def trash_displaced(self, results: Iterable[OpResult], roots: RootSet) -> None:
+        """`on_conflict: overwrite` first trashed the file at the destination: say so."""
+        for result in results:
+            displaced = result.displaced
+            if displaced is None or displaced.status != "done":
+                continue
+            located = roots.locate(os.path.normpath(displaced.src))
+            row = self.get(located[0].name, located[1]) if located else None
+            if row is not None:
+                row.state = "trashed"
+                self.update([row])
+
     def apply_results(self, results: Iterable[OpResult], roots: RootSet) -> None:
         """Follow files through done ops: moved rows get their new location.
 
         Copies and links create new files; they are catalogued when next seen.
         """
+        results = list(results)
+        self.trash_displaced(results, roots)
         for result in results:
             if result.status != "done" or result.file_id is None:
                 continue
