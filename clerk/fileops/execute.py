@@ -28,13 +28,13 @@ from clerk.fileops.trash import TrashFinder
 from clerk.fileops.types import OpRequest, OpResult
 from clerk.fileops.undo import plan_undo
 from clerk.rules.model import RootSet
+from clerk.store import write_txn
 from clerk.store.journal import (
     finish_ops,
     finish_renamed,
     insert_ops,
     pending_ops,
     settle_reversals,
-    write_txn,
 )
 
 

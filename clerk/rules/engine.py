@@ -42,8 +42,8 @@ from clerk.rules.model import (
 )
 from clerk.rules.templates import Renderer
 from clerk.rules.walk import Candidate, candidate_for, walk_root
+from clerk.store import write_txn
 from clerk.store.catalog import Catalog, CatalogRow
-from clerk.store.journal import write_txn
 
 log = logging.getLogger("clerk.engine")
 
@@ -287,17 +287,17 @@ class Engine:
         ]
 
     def _catalog_new(self, files: list[FileInfo]) -> None:
-        """Give first-seen files a catalog row (and id) before acting on them."""
+        """Reserve catalog ids for first-seen files, so their ops can name them.
+
+        Their rows are written once, after the batch, where the files ended up.
+        """
         new = [f for f in files if f.file_id is None]
         if not new or self.catalog is None:
             return
-        rows = [_row_for(f, f.root, f.relpath) for f in new]
-        with write_txn(self.db):  # type: ignore[arg-type]
-            self.catalog.insert_new(rows)
-        for file, row in zip(new, rows, strict=True):
-            file.file_id = row.id
-            if row.id is not None:
-                self.facts.batch_new_ids.add(row.id)
+        first = self.catalog.reserve_ids(len(new))
+        for offset, file in enumerate(new):
+            file.file_id = first + offset
+            file.unsaved = True
 
     # --- matching and planning -------------------------------------------------------------
     def rules_for(self, root: str, trigger: str, rule_names: set[str] | None) -> list[Rule]:
@@ -525,6 +525,7 @@ class Engine:
             if changed:
                 row = _row_for(file, root, relpath)
                 row.state = state
+                row.new = file.unsaved
                 yield row
 
     # --- explain ---------------------------------------------------------------------------

@@ -64,8 +64,6 @@ class FactSource:
         self._on_error = on_error
         # files seen earlier in this run but not yet in the catalog, by size
         self.pending_by_size: dict[int, list[FileInfo]] = {}
-        # ids the current batch just gave to first-seen files
-        self.batch_new_ids: set[int] = set()
 
     def mime(self, file: FileInfo) -> str:
         if self._magic is None:
@@ -100,8 +98,6 @@ class FactSource:
         candidates: list[tuple[str, Callable[[], str | None]]] = []
         if self.catalog is not None:
             for row in self.catalog.same_size(file.size, file.file_id):
-                if row.id in self.batch_new_ids:
-                    continue  # catalogued with this batch: `pending_by_size` has those in order
                 candidates.append((f"{row.root}:{row.relpath}", partial(self._row_hash, row)))
         for other in self.pending_by_size.get(file.size, []):
             if other.path != file.path:
@@ -138,7 +134,6 @@ class FactSource:
 
     def forget_pending(self) -> None:
         self.pending_by_size.clear()
-        self.batch_new_ids.clear()
 
     def _error(self, file: FileInfo, what: str, exc: Exception) -> None:
         log.warning("%s failed for %s: %s", what, file.path, exc)

@@ -65,6 +65,7 @@ class FileInfo:
         fresh = cached if cached is not None and _same_identity(cached, st) else None
         self.cached = fresh
         self.file_id: int | None = cached.id if cached is not None else None
+        self.unsaved = False  # an id is reserved, the catalog row not yet written
         self.tags: set[str] = set(cached.tags) if cached is not None else set()
         self._mime: str | None = fresh.mime if fresh else None
         self._hash: str | None = fresh.hash if fresh else None

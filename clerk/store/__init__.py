@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -50,6 +52,29 @@ def open_store(path: Path | str, *, migrate: bool = True, readonly: bool = False
 
         migrations.apply(db)
     return db
+
+
+class JournalBusy(RuntimeError):
+    """A write that must commit on its own was called inside an open transaction."""
+
+
+@contextmanager
+def write_txn(db: Database) -> Iterator[sqlite3.Connection]:
+    """A write transaction taken up front (BEGIN IMMEDIATE), committed on exit.
+
+    IMMEDIATE because ids are allocated inside the transaction from max(id): a deferred
+    transaction could read a snapshot another writer has moved past.
+    """
+    conn = db.conn
+    if conn.in_transaction:
+        raise JournalBusy("fileops commits its own journal writes: call it outside a transaction")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.execute("COMMIT")
 
 
 def to_db(path: str) -> str | bytes:

@@ -38,6 +38,7 @@ class CatalogRow:
     tags: set[str] = field(default_factory=set)
     attrs: dict[str, Any] = field(default_factory=dict)
     state: str = "present"
+    new: bool = False  # its id is reserved but the row is not written yet
 
     @classmethod
     def from_sql(cls, row: Sequence[Any]) -> CatalogRow:
@@ -155,19 +156,40 @@ class Catalog:
         return [CatalogRow.from_sql(r) for r in self.db.execute(sql, params)]
 
     # --- writes (the caller owns the transaction) -----------------------------------------
-    def insert_new(self, rows: Sequence[CatalogRow], now: float | None = None) -> None:
-        """Insert first-seen files in one statement; sets `row.id` on each.
+    def reserve_ids(self, count: int) -> int:
+        """Reserve `count` consecutive file ids (in their own small commit); the first.
 
-        Ids are allocated from max(id), so the caller must hold a write transaction
-        taken up front (`clerk.store.journal.write_txn`): no other writer interleaves.
+        Ids come from the `sequences` table, never from max(id): rows may be written
+        after their id is handed out, and another process may be cataloguing too.
+        """
+        from clerk.store import write_txn
+
+        with write_txn(self.db) as conn:
+            (first,) = conn.execute(
+                "UPDATE sequences SET next = next + ? WHERE name = 'files' RETURNING next - ?",
+                (count, count),
+            ).fetchone()
+        return int(first)
+
+    def insert_new(self, rows: Sequence[CatalogRow], now: float | None = None) -> None:
+        """Insert rows in one statement; rows without an id get one reserved first.
+
+        The caller holds the write transaction, unless ids must be reserved (that takes
+        its own commit, so then call this outside a transaction).
         """
         if not rows:
             return
         now = now or time.time()
+        missing = [row for row in rows if row.id is None]
+        if missing:
+            first = self.reserve_ids(len(missing))
+            for offset, row in enumerate(missing):
+                row.id = first + offset
         conn = self.db.conn
-        (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()
-        for offset, row in enumerate(rows, start=int(last) + 1):
-            row.id = offset
+        conn.executemany(
+            "UPDATE files SET relpath = NULL, state = 'gone' WHERE root = ? AND relpath = ?",
+            [(r.root, to_db(r.relpath)) for r in rows if r.state == "present"],
+        )
         conn.executemany(
             "INSERT INTO files (id, root, relpath, size, mtime_ns, dev, inode, mime, hash,"
             " tags, attrs, state, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -196,10 +218,10 @@ class Catalog:
         )
 
     def upsert(self, rows: Iterable[CatalogRow], now: float | None = None) -> None:
-        """Insert new rows (id None) and update known ones (id set)."""
+        """Insert new rows (`new`, or id None) and update known ones."""
         rows = list(rows)
-        self.update([r for r in rows if r.id is not None], now)
-        self.insert_new([r for r in rows if r.id is None], now)
+        self.update([r for r in rows if r.id is not None and not r.new], now)
+        self.insert_new([r for r in rows if r.id is None or r.new], now)
 
     @staticmethod
     def _values(row: CatalogRow) -> tuple[Any, ...]:

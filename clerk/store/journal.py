@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from sqlite_utils import Database
 
-from clerk.store import from_db, to_db
+from clerk.store import from_db, to_db, write_txn
 
 INTENT_COLUMNS: tuple[str, ...] = (
     "batch", "kind", "rule", "file_id", "src", "dst", "tmp", "extra", "on_conflict",
@@ -47,29 +46,6 @@ _UNDOABLE = (
     "o.state = 'done' AND NOT (o.kind = 'delete' AND o.undoes IS NULL) "
     "AND NOT EXISTS (SELECT 1 FROM ops p WHERE p.id = o.undoes AND p.undoes IS NOT NULL)"
 )
-
-
-class JournalBusy(RuntimeError):
-    """fileops was called inside a caller's open transaction; intents must commit."""
-
-
-@contextmanager
-def write_txn(db: Database) -> Iterator[sqlite3.Connection]:
-    """A write transaction taken up front (BEGIN IMMEDIATE), committed on exit.
-
-    IMMEDIATE because ids are allocated inside the transaction from max(id): a deferred
-    transaction could read a snapshot another writer has moved past.
-    """
-    conn = db.conn
-    if conn.in_transaction:
-        raise JournalBusy("fileops commits its own journal writes: call it outside a transaction")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.rollback()
-        raise
-    conn.execute("COMMIT")
 
 
 def insert_ops(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> int:
