@@ -67,9 +67,16 @@ def m001_catalog_and_journal(db: Database) -> None:
         },
         pk="id",
         not_null={"kind", "state"},
-        foreign_keys=[("file_id", "files", "id")],
     )
-    for columns in (["batch"], ["state"], ["src"], ["dst"], ["file_id"], ["created"]):
+    # `ops.file_id` names a `files` row without a foreign key: a first-seen file gets its
+    # id reserved before its ops are journaled, and its row is written once, at its
+    # final place, after the batch (one write instead of an insert and an update).
+    db.table("sequences").create({"name": str, "next": int}, pk="name")
+    db.table("sequences").insert({"name": "files", "next": 1})
+    # no index on src/dst (long text keys cost more on every journaled op than the rare
+    # lookup by path saves: `clerk files history` goes by file id), none on created
+    # (ids grow with time)
+    for columns in (["batch"], ["state"], ["file_id"]):
         db.table("ops").create_index(columns)
 
     # The timeline of everything that happened, for `clerk status` and run history.
