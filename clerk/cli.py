@@ -21,16 +21,17 @@ class ClerkGroup(click.Group):
 
     _plugins_loaded = False
 
-    #: commands that live in other rooms, imported only when used (keeps `--help` fast)
-    lazy_commands: dict[str, str] = {}
+    #: commands that live in other rooms, imported only when used (keeps `--help` fast):
+    #: name -> (module:attribute, the short help `clerk --help` shows without importing)
+    lazy_commands: dict[str, tuple[str, str]] = {}
 
     def _lazy(self, name: str) -> click.Command | None:
-        target = self.lazy_commands.get(name)
-        if target is None:
+        entry = self.lazy_commands.get(name)
+        if entry is None:
             return None
         import importlib
 
-        module_name, _, attr = target.partition(":")
+        module_name, _, attr = entry[0].partition(":")
         command = getattr(importlib.import_module(module_name), attr)
         self.add_command(command, name)
         return command
@@ -67,6 +68,24 @@ class ClerkGroup(click.Group):
             self._load_plugin_commands()
             command = super().get_command(ctx, cmd_name)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Like click's, but lazy commands show their registered help unimported."""
+        rows = []
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        for name in names:
+            if name not in self.commands and name in self.lazy_commands:
+                from click.utils import make_default_short_help
+
+                rows.append((name, make_default_short_help(self.lazy_commands[name][1], limit)))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
@@ -528,23 +547,46 @@ def demo(ctx: click.Context, directory: str) -> None:
     ctx.exit(code)
 
 
-def register_lazy(name: str, target: str) -> None:
-    """Add a command that lives in another module ("clerk.daemon.cli:daemon")."""
-    ClerkGroup.lazy_commands[name] = target
+def register_lazy(name: str, target: str, short_help: str) -> None:
+    """Add a command that lives in another module ("clerk.daemon.cli:daemon").
+
+    `short_help` is what `clerk --help` lists; tests/test_cli.py checks it matches the
+    first line of the command's own help.
+    """
+    ClerkGroup.lazy_commands[name] = (target, short_help)
 
 
-# Other rooms add their commands here, one line each (module:attribute).
-# register_lazy("daemon", "clerk.daemon.cli:daemon")
-register_lazy("daemon", "clerk.daemon.cli:daemon")
-register_lazy("status", "clerk.daemon.cli:status")
-register_lazy("reload", "clerk.daemon.cli:reload")
-register_lazy("pause", "clerk.daemon.cli:pause")
-register_lazy("resume", "clerk.daemon.cli:resume")
-register_lazy("stop", "clerk.daemon.cli:stop")
-register_lazy("jobs", "clerk.daemon.cli:jobs")
-register_lazy("systemd", "clerk.daemon.cli:systemd")
-register_lazy("run", "clerk.engine.cli:run")
-register_lazy("runs", "clerk.engine.cli:runs")
+# Other rooms add their commands here, one line each: name, module:attribute, short help.
+register_lazy(
+    "daemon",
+    "clerk.daemon.cli:daemon",
+    "Run the daemon in the foreground: watch the roots and apply the rules.",
+)
+register_lazy(
+    "status", "clerk.daemon.cli:status", "Show the daemon's state, roots, queue and last errors."
+)
+register_lazy(
+    "reload",
+    "clerk.daemon.cli:reload",
+    "Make the daemon re-read its rules (bad rules: it keeps the running ones).",
+)
+register_lazy(
+    "pause", "clerk.daemon.cli:pause", "Stop acting on files; arrivals are still noticed and wait."
+)
+register_lazy(
+    "resume",
+    "clerk.daemon.cli:resume",
+    "Act on files again, starting with those that arrived while paused.",
+)
+register_lazy(
+    "stop", "clerk.daemon.cli:stop", "Ask the daemon to finish the batch in flight and exit."
+)
+register_lazy(
+    "jobs", "clerk.daemon.cli:jobs", "Lifecycle jobs: rules with `schedule:` or `every:`."
+)
+register_lazy("systemd", "clerk.daemon.cli:systemd", "systemd units for the daemon.")
+register_lazy("run", "clerk.engine.cli:run", "Start a run of WORKFLOW.")
+register_lazy("runs", "clerk.engine.cli:runs", "Inspect and control workflow runs.")
 
 
 def main() -> None:  # pragma: no cover - the console script entry point is `cli`

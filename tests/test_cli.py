@@ -154,3 +154,16 @@ def test_demo(clerk, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "mine" / "precious.txt").write_text("x")
     refused = clerk("demo", "--dir", str(tmp_path / "mine"))
     assert refused.returncode == 1 and (tmp_path / "mine" / "precious.txt").exists()
+
+
+def test_lazy_commands_list_their_own_help() -> None:
+    """`clerk --help` shows registered help for commands it does not import: keep in sync."""
+    import click
+
+    from clerk.cli import ClerkGroup, cli
+
+    ctx = click.Context(cli)
+    for name, (_, short_help) in ClerkGroup.lazy_commands.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None, name
+        assert (command.help or "").strip().splitlines()[0] == short_help, name
