@@ -76,9 +76,7 @@ class ClerkGroup(click.Group):
         limit = formatter.width - 6 - max((len(n) for n in names), default=0)
         for name in names:
             if name not in self.commands and name in self.lazy_commands:
-                from click.utils import make_default_short_help
-
-                rows.append((name, make_default_short_help(self.lazy_commands[name][1], limit)))
+                rows.append((name, _shorten(self.lazy_commands[name][1], limit)))
                 continue
             command = self.get_command(ctx, name)
             if command is not None and not command.hidden:
@@ -90,6 +88,13 @@ class ClerkGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
         return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+
+def _shorten(text: str, limit: int) -> str:
+    """Cut help text at a word to fit `limit`, the way click shortens command help."""
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 3, 1)].rsplit(" ", 1)[0] + "..."
 
 
 def _any_clerk_entry_points() -> bool:

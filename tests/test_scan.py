@@ -297,3 +297,31 @@ def test_bad_rules_refuse_to_scan(world, write_rules, clerk) -> None:  # type: i
     assert "rules.yaml:" in result.stderr and "extension" in result.stderr
     assert "Traceback" not in result.stderr
     assert (world["inbox"] / "a.pdf").exists()
+
+
+def test_keep_newest_spares_the_newest_per_group(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    rules(
+        write_rules,
+        world,
+        """\
+  - name: prune
+    in: inbox
+    every: 1d
+    keep_newest: 2
+    group_by: "{reldir}"
+    match: [{extension: log}]
+    actions: [{trash: {}}]
+""",
+    )
+    for group in ("a", "b"):
+        (world["inbox"] / group).mkdir()
+        for age in range(4):
+            path = world["inbox"] / group / f"{age}.log"
+            path.write_text(str(age))
+            stamp = 1_700_000_000 - age * 3600
+            os.utime(path, (stamp, stamp))
+    assert "done: nothing" in clerk("scan", check=True).stdout  # lifecycle: not on a plain scan
+    clerk("scan", "--rule", "prune", check=True)
+    for group in ("a", "b"):
+        assert sorted(p.name for p in (world["inbox"] / group).iterdir()) == ["0.log", "1.log"]
+    assert len(list((world["trash"] / "files").iterdir())) == 4

@@ -67,8 +67,7 @@ class FileOutcome:
             "path": self.path,
             "rules": self.rules,
             "ops": [
-                {k: v for k, v in dataclasses.asdict(r).items() if v is not None}
-                for r in self.ops
+                {k: v for k, v in dataclasses.asdict(r).items() if v is not None} for r in self.ops
             ],
             "effects": self.effects,
             "error": self.error,
@@ -184,6 +183,9 @@ class Engine:
             unknown = only - {r.name for r in self.ruleset.rules}
             if unknown:
                 raise ClerkError(f"no rule named {', '.join(sorted(unknown))}")
+        sparing = [r for r in self.ruleset.rules if only and r.name in only and r.keep_newest]
+        if sparing and len(only or ()) > 1:
+            raise ClerkError(f"rule {sparing[0].name} keeps the newest files: run it on its own")
         for root, start, full in self._scan_targets(list(paths), list(root_names), only):
             if start is not None and os.path.isfile(start):
                 candidate = candidate_for(start, self.ruleset.roots)
@@ -192,6 +194,9 @@ class Engine:
                 candidates = walk_root(
                     root, self.ruleset.roots, start=start, on_error=self._walk_error(summary)
                 )
+            if sparing:
+                candidates = self.spare_newest(sparing[0], list(candidates))
+                full = False  # the spared files were not shown to the rules: no "gone" sweep
             seen_ids: set[int] | None = set() if full else None
             self.process(
                 candidates,
@@ -224,6 +229,47 @@ class Engine:
             if progress is not None:
                 progress(len(batch))
         return summary
+
+    def reset_run(self) -> None:
+        """Forget which files this run acted on (a daemon treats each batch as a run).
+
+        Within one run the engine skips a file it already moved when a walk meets it
+        again; inode numbers are reused, so a long-lived engine must forget them.
+        """
+        self._handled.clear()
+
+    def spare_newest(self, rule: Rule, candidates: list[Candidate]) -> list[Candidate]:
+        """`keep_newest: N`: the candidates to act on, sparing the N newest matching files
+        of each `group_by` group (one group when the rule has no `group_by`)."""
+        if rule.keep_newest is None:
+            return candidates
+        matcher = self._matcher(rule)
+        groups: dict[str, list[tuple[int, int]]] = {}
+        for start in range(0, len(candidates), self.batch_size):
+            chunk = candidates[start : start + self.batch_size]
+            for offset, file in enumerate(self._classify(chunk)):
+                fields: dict[str, Any] = {}
+                try:
+                    matched = matcher(file, fields)
+                except Exception:  # the failing filter is reported when the rule runs
+                    matched = False
+                if not matched:
+                    continue
+                key = self._group_key(rule, file, fields)
+                groups.setdefault(key, []).append((file.st.st_mtime_ns, start + offset))
+        acted: list[int] = []
+        for members in groups.values():
+            members.sort(reverse=True)
+            acted.extend(index for _, index in members[rule.keep_newest :])
+        return [candidates[i] for i in sorted(acted)]
+
+    def _group_key(self, rule: Rule, file: FileInfo, fields: dict[str, Any]) -> str:
+        if not rule.group_by:
+            return ""
+        try:
+            return self.renderer.render_text(rule.group_by, file.fields(fields))
+        except Exception as exc:  # a group that cannot be named is its own group
+            return f"<{type(exc).__name__}>"
 
     # --- one batch -------------------------------------------------------------------------
     def _process_batch(

@@ -86,3 +86,96 @@ def m001_catalog_and_journal(db: Database) -> None:
         not_null={"ts", "kind"},
     )
     db.table("events").create_index(["ts"])
+
+
+@migrations()
+def m002_runs(db: Database) -> None:
+    # Execution runs (clerk/engine). A run is one execution of a workflow; its status
+    # and every task's status are rows, committed at every change, so a crash loses
+    # nothing that happened and `clerk runs` can read them while the runner writes.
+    db.table("runs").create(
+        {
+            "id": int,
+            "workflow": str,
+            "status": str,  # PENDING RUNNING PAUSED COMPLETED FAILED CANCELLED
+            "trigger": str,  # manual | rule:<name> | schedule
+            "inputs": str,  # JSON: template fields (path, name, ...) and params
+            "definition": str,  # JSON: the workflow as it was when the run was made
+            "created": float,
+            "started": float,
+            "finished": float,
+            "error": str,
+            "runner_pid": int,  # the process executing it (crash recovery)
+            "runner_host": str,
+            "requested": str,  # cancel | pause | resume, asked by another process
+        },
+        pk="id",
+        not_null={"workflow", "status", "created"},
+    )
+    db.table("runs").create_index(["status"])
+    db.table("runs").create_index(["workflow", "created"])
+    # One row per task of a run: its current state. Attempts are run_events.
+    db.table("task_runs").create(
+        {
+            "id": int,
+            "run_id": int,
+            "task": str,
+            "status": str,
+            "attempt": int,  # 1 for the first try
+            "next_attempt_at": float,  # a retry waits until then
+            "started": float,
+            "finished": float,
+            "exit_code": int,
+            "error_code": str,
+            "error": str,
+            "recoverable": int,
+            "pid": int,
+            "pgid": int,
+            "proc_start": int,  # the leader's start time, to recognise its group after a crash
+            "wall": float,
+            "cpu_user": float,
+            "cpu_sys": float,
+            "max_rss": int,  # bytes
+            "outputs": str,  # JSON
+            "stdout_log": str,
+            "stderr_log": str,
+        },
+        pk="id",
+        not_null={"run_id", "task", "status"},
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db.execute("CREATE UNIQUE INDEX idx_task_runs_run_task ON task_runs(run_id, task)")
+    db.table("task_runs").create_index(["status"])
+    # The run timeline: started, completed, failed, retried, cancelled, ...
+    db.table("run_events").create(
+        {"id": int, "run_id": int, "task": str, "ts": float, "kind": str, "data": str},
+        pk="id",
+        not_null={"run_id", "ts", "kind"},
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db.table("run_events").create_index(["run_id", "ts"])
+
+
+@migrations()
+def m003_schedules(db: Database) -> None:
+    # Lifecycle jobs (rules with schedule:/every:). APScheduler is only the timer: the
+    # config says which jobs exist, this table remembers when each last ran, so a run
+    # missed while the daemon was down happens once at start.
+    db.table("schedules").create(
+        {
+            "name": str,
+            "spec": str,  # "cron 0 3 * * *" or "every 3600s", as last scheduled
+            "first_seen": float,
+            "last_run": float,
+            "last_status": str,  # ok | failed
+            "last_summary": str,  # JSON: the sweep's counts
+        },
+        pk="name",
+    )
+    # Files the daemon handed to the rules engine and has not seen through yet: a row
+    # left here by a crash or a failed batch means "handle again", whatever the catalog
+    # says about the file (the daemon must not trust a catalog row it saw written).
+    db.table("daemon_inflight").create(
+        {"root": str, "relpath": str, "trigger": str, "since": float},
+        pk=("root", "relpath"),
+    )

@@ -1,0 +1,787 @@
+"""The daemon's lifecycle and its one worker thread.
+
+Start: config -> store (migrated on open) -> rules (refused like `clerk check`) ->
+recover unfinished ops -> watchers -> first reconcile -> READY. Then the worker loop:
+drain the intake queue (watch events, overflow notices, commands), hand complete files
+to the rules engine, reconcile every `reconcile_interval`, check the watchers, ping the
+systemd watchdog. Signal handlers only set flags and wake the loop.
+
+The engine is not thread-safe and SQLite has one writer: every rule run and every store
+write happens on the thread that calls `Daemon.run()` (the main thread).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import queue
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from clerk.daemon.notify import Notifier, watchdog_interval
+from clerk.daemon.reconcile import (
+    clear_inflight,
+    drop_inflight,
+    inflight,
+    mark_inflight,
+    root_device,
+    walk_changes,
+)
+from clerk.daemon.schedule import Schedules
+from clerk.daemon.settle import Ready, Settler
+from clerk.daemon.watch import FsEvent, Overflow, Watchers
+from clerk.errors import ConfigError, Problem
+from clerk.rules.walk import SKIPPED_DIRS, Candidate, candidate_for, ignore_matcher, walk_root
+
+if TYPE_CHECKING:
+    from clerk.app import App
+    from clerk.rules.engine import Engine, Summary
+    from clerk.rules.model import Root, RuleSet
+
+log = logging.getLogger("clerk.daemon")
+
+HEALTH_INTERVAL = 1.0  # seconds between watcher / root availability checks
+MAX_WAIT = 2.0  # the loop wakes at least this often (cheap: no busy polling)
+PLACED_TTL = 120.0  # how long events at a destination we placed are ours
+LAST_ERRORS = 20
+OVERFLOW_BACKLOG = 3.0  # seconds after the overflow's reconcile before opens count again
+
+INITIALIZING, READY, PROCESSING, DEGRADED, STOPPING = (
+    "INITIALIZING", "READY", "PROCESSING", "DEGRADED", "STOPPING",
+)  # fmt: skip
+
+
+@dataclass
+class Command:
+    """A request for the worker thread (from the control socket); `reply` gets a dict."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    reply: queue.SimpleQueue[dict[str, Any]] = field(default_factory=queue.SimpleQueue)
+
+
+@dataclass
+class _Wake:
+    reason: str
+
+
+class Daemon:
+    def __init__(self, app: App, *, notifier: Notifier | None = None):
+        self.app = app
+        self.notifier = notifier or Notifier()
+        self.intake: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.settler = Settler()
+        self.watchers = Watchers(self.intake)
+        self.ruleset: RuleSet | None = None
+        self.engine: Engine | None = None
+        self.state = INITIALIZING
+        self.started = time.time()
+        self.paused = False
+        self.degraded: dict[str, str] = {}  # what is wrong -> why (DEGRADED while non-empty)
+        self.unavailable: set[str] = set()
+        self.last_errors: deque[dict[str, Any]] = deque(maxlen=LAST_ERRORS)
+        self.overflows = 0
+        self.reconciles = 0
+        self.last_reconcile: float | None = None
+        self.processed = 0
+        self.reloads = 0
+        self._ops: deque[tuple[float, int]] = deque()
+        self._placed: dict[str, tuple[tuple[int, int], float]] = {}
+        self._root_devs: dict[str, int | None] = {}
+        self._rewatch: set[str] = set()  # roots back after being unavailable
+        self._trust_opens_at: float | None = None
+        self._stop = False
+        self._reload = False
+        self._reconcile_now: str | None = None  # why a reconcile is wanted before its time
+        self._next_reconcile = 0.0
+        self._next_health = 0.0
+        self._next_ping = 0.0
+        self._ping_every = watchdog_interval()
+        self.schedules: Schedules | None = None
+
+    # --- start -----------------------------------------------------------------------------
+    def prepare(self) -> list[Problem]:
+        """Config, store, rules, recovery. Raises ConfigError (every problem) on bad rules;
+        returns the warnings."""
+        self.app.config  # noqa: B018 - a broken config.yaml fails here, before anything
+        self.app.store  # noqa: B018 - opening migrates
+        ruleset, problems = self.app.check()
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            raise ConfigError(problems)
+        recovered = self.app.recover(ruleset)
+        if recovered:
+            log.warning("recovered %d interrupted operation(s)", len(recovered))
+        self._use(ruleset)
+        return [p for p in problems if p.severity != "error"]
+
+    def _use(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+        self.engine = self.app.engine(ruleset, keep_outcomes=True)
+        self._root_devs = {r.name: root_device(r) for r in self.watched_roots()}
+        self.unavailable = {n for n, dev in self._root_devs.items() if dev is None}
+
+    def watched_roots(self) -> list[Root]:
+        assert self.ruleset is not None
+        return [r for r in self.ruleset.roots if r.watch]
+
+    def run(self) -> int:
+        """The worker loop, until stopped. Returns the exit code."""
+        self._install_signals()
+        self.watchers.start([r for r in self.watched_roots() if r.name not in self.unavailable])
+        self.reconcile("start")
+        self._sync_schedules()
+        self._set_state()
+        self.notifier.ready(self.status_line())
+        log.info("ready: %s", self.status_line())
+        now = time.monotonic()
+        self._next_reconcile = now + self._reconcile_every()
+        while not self._stop:
+            self._wait_and_drain()
+            if self._stop:
+                break
+            self._tick()
+        self._shutdown()
+        return 0
+
+    def _reconcile_every(self) -> float:
+        interval = self.app.config.settings.reconcile_interval
+        # 0 turns the periodic reconcile off (start, reload and overflows still reconcile)
+        return interval if interval > 0 else float("inf")
+
+    def _sync_schedules(self) -> None:
+        assert self.ruleset is not None
+        if self.schedules is None:
+            self.schedules = Schedules(self.app.store, self._fire_job)
+        for name in self.schedules.sync(self.ruleset):
+            log.info("job %s missed a run while the daemon was down: running it now", name)
+            self._fire_job(name, "missed")
+
+    def _fire_job(self, name: str, why: str = "schedule") -> None:
+        # on APScheduler's thread: only a request for the worker
+        self.intake.put(Command("run_job", {"name": name, "why": why}))
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._reload:
+            self._reload = False
+            self.reload()
+        if now >= self._next_health:
+            self._next_health = now + HEALTH_INTERVAL
+            self.check_health()
+        if self._reconcile_now or now >= self._next_reconcile:
+            reason = self._reconcile_now or "interval"
+            self._reconcile_now = None
+            self.reconcile(reason)
+            self._next_reconcile = time.monotonic() + self._reconcile_every()
+            if not self.settler.track_opens:
+                # events queued before the overflow arrive for a little while yet
+                self._trust_opens_at = time.monotonic() + OVERFLOW_BACKLOG
+        if self._trust_opens_at is not None and now >= self._trust_opens_at:
+            self._trust_opens_at = None
+            self.settler.trust_opens()
+        if not self.paused:
+            ready = self.settler.due(time.monotonic())
+            if ready:
+                self.process_ready(ready)
+        self._ping()
+
+    def _wait_and_drain(self) -> None:
+        now = time.monotonic()
+        wake_at = min(self._next_reconcile, self._next_health + 0.01, now + MAX_WAIT)
+        deadline = self.settler.next_deadline()
+        if deadline is not None and not self.paused:
+            wake_at = min(wake_at, deadline)
+        if self._ping_every:
+            wake_at = min(wake_at, self._next_ping)
+        try:
+            item = self.intake.get(timeout=max(0.0, wake_at - now))
+        except queue.Empty:
+            return
+        self._handle(item)
+        # take everything already queued before acting: a burst becomes one batch
+        while True:
+            try:
+                item = self.intake.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(item)
+
+    def _handle(self, item: Any) -> None:
+        if isinstance(item, FsEvent):
+            self.on_fs_event(item)
+        elif isinstance(item, Overflow):
+            self.overflows += 1
+            self.settler.events_lost()
+            self._reconcile_now = "overflow"
+            self.record_error("watch", "inotify queue overflowed: events lost; reconciling")
+        elif isinstance(item, Command):
+            item.reply.put(self.command(item))
+
+    # --- signals ---------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        # Only flags here: the batch in flight finishes, then the loop exits.
+        self.request_stop()
+
+    def _on_reload_signal(self, signum: int, frame: Any) -> None:
+        self._reload = True
+        self.intake.put(_Wake("reload"))
+
+    def request_stop(self) -> None:
+        if not self._stop:
+            self._stop = True
+            self.state = STOPPING
+            self.notifier.stopping()
+        self.intake.put(_Wake("stop"))
+
+    def _shutdown(self) -> None:
+        self.state = STOPPING
+        self.notifier.stopping()
+        log.info("stopping (%d path(s) still settling; reconcile picks them up)", len(self.settler))
+        for path, entry in list(self.settler.pending.items())[:10]:
+            log.info("still settling: %s (%s, open: %s, closed: %s)", path, entry.trigger,
+                     self.settler.is_open(path), entry.closed)  # fmt: skip
+        self.watchers.close()
+        if self.schedules is not None:
+            self.schedules.shutdown()
+        for name in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(name, signal.SIG_DFL)
+
+    # --- events ------------------------------------------------------------------------------
+    def on_fs_event(self, event: FsEvent) -> None:
+        assert self.ruleset is not None
+        if event.kind == "deleted":
+            self._forget(event.path, event.is_dir)
+            return
+        path = event.path
+        if event.kind == "moved":
+            self._forget(event.path, event.is_dir)
+            if not event.dest:
+                return
+            path = event.dest
+        located = self.ruleset.roots.locate(path)
+        if located is None:
+            return
+        root, relpath = located
+        if not root.watch or root.name in self.unavailable or not _wanted(root, relpath):
+            return
+        now = time.monotonic()
+        if event.is_dir:
+            if event.kind in ("created", "moved"):
+                self._walk_into(root, path, event.kind, now)
+            return
+        kind = event.kind
+        if kind == "opened":
+            self.settler.opened(path)
+        elif kind == "closed_nowrite":
+            self.settler.closed_without_write(path)
+        elif self._placed_by_us(path):
+            return
+        elif kind == "closed":
+            self.settler.closed_after_write(path, root, "modified", now)
+        elif kind in ("created", "moved", "modified") or (
+            kind == "attrib" and path in self.settler  # mtime set after the last write
+        ):
+            self.settler.touch(path, root, kind, now)
+
+    def _forget(self, path: str, is_dir: bool) -> None:
+        if is_dir:
+            self.settler.forget_under(path)
+        else:
+            self.settler.forget(path)
+
+    def _walk_into(self, root: Root, directory: str, kind: str, now: float) -> None:
+        """A directory arrived: every file in it is an arrival (the watch covers it now)."""
+        assert self.ruleset is not None
+        if not root.recursive:
+            return
+        for candidate in walk_root(root, self.ruleset.roots, start=directory):
+            if not self._placed_by_us(candidate.path):
+                self.settler.touch(candidate.path, root, kind, now)
+
+    def _placed_by_us(self, path: str) -> bool:
+        placed = self._placed.get(path)
+        if placed is None:
+            return False
+        identity, expires = placed
+        if time.monotonic() > expires:
+            del self._placed[path]
+            return False
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == identity
+
+    # --- processing ---------------------------------------------------------------------------
+    def process_ready(self, ready: list[Ready]) -> None:
+        assert self.ruleset is not None
+        by_trigger: dict[str, list[Candidate]] = {}
+        for item in ready:
+            if item.root.name in self.unavailable:
+                continue
+            candidate = candidate_for(item.path, self.ruleset.roots)
+            if candidate is not None:
+                by_trigger.setdefault(item.trigger, []).append(candidate)
+        for trigger, candidates in by_trigger.items():
+            fresh = self._not_yet_handled(candidates)
+            if fresh:
+                self.run_rules(fresh, trigger)
+
+    def _not_yet_handled(self, candidates: list[Candidate]) -> list[Candidate]:
+        """Drop files the catalog already knows exactly as they are (handled before: an
+        event that arrived after a reconcile, or a restart after a crash)."""
+        assert self.engine is not None and self.engine.catalog is not None
+        by_root: dict[str, list[Candidate]] = {}
+        for c in candidates:
+            by_root.setdefault(c.root.name, []).append(c)
+        fresh = []
+        for root_name, group in by_root.items():
+            rows = self.engine.catalog.rows_for(root_name, [c.relpath for c in group])
+            unfinished = inflight(self.app.store, root_name)
+            for c in group:
+                row = None if c.relpath in unfinished else rows.get(c.relpath)
+                st = c.st
+                if row is not None and (row.dev, row.inode, row.size, row.mtime_ns) == (
+                    st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                ):  # fmt: skip
+                    continue
+                fresh.append(c)
+        return fresh
+
+    def run_rules(
+        self,
+        candidates: Iterable[Candidate],
+        trigger: str,
+        seen_ids: set[int] | None = None,
+        rule_names: set[str] | None = None,
+    ) -> Totals:
+        """The one way the daemon applies rules: the engine `clerk scan` uses, in batches,
+        stopping between batches when asked to stop."""
+        totals = Totals()
+        batch: list[Candidate] = []
+        size = self.app.config.settings.journal_batch
+        for candidate in candidates:
+            batch.append(candidate)
+            if len(batch) >= size:
+                if not self._run_batch(batch, trigger, seen_ids, rule_names, totals):
+                    return totals
+                batch = []
+        if batch:
+            self._run_batch(batch, trigger, seen_ids, rule_names, totals)
+        return totals
+
+    def _run_batch(
+        self,
+        batch: list[Candidate],
+        trigger: str,
+        seen_ids: set[int] | None,
+        rule_names: set[str] | None,
+        totals: Totals,
+    ) -> bool:
+        assert self.engine is not None
+        if self._stop:
+            return False
+        self._set_state(PROCESSING)
+        tracked = rule_names is None  # a lifecycle sweep reruns on its own when missed
+        try:
+            if tracked:
+                mark_inflight(self.app.store, batch, trigger, time.time())
+            summary = self.engine.process(batch, trigger, seen_ids=seen_ids, rule_names=rule_names)
+            if tracked:
+                clear_inflight(self.app.store, batch)
+        except Exception as exc:  # the store or a plugin blew up: report, keep serving
+            log.exception("processing %d file(s) failed", len(batch))
+            self.record_error("process", f"{type(exc).__name__}: {exc}")
+            totals.failed += len(batch)
+            totals.errors.append(f"{type(exc).__name__}: {exc}")
+            return True
+        finally:
+            # A daemon run never ends and inode numbers are reused: each batch is a run.
+            self.engine.reset_run()
+            self._set_state()
+        self._account(summary)
+        totals.add(summary)
+        self._ping()
+        return True
+
+    def _account(self, summary: Summary) -> None:
+        now = time.monotonic()
+        done = sum(summary.done.values())
+        self.processed += summary.seen
+        if done:
+            self._ops.append((time.time(), done))
+        for outcome in summary.outcomes:
+            for result in outcome.ops:
+                if result.status == "done" and result.dst:
+                    self._remember_placed(result.dst, now)
+        for error in summary.errors:
+            self.record_error("rule", error)
+        if done or summary.failed:
+            log.info(
+                "%d file(s): %s; %d failed",
+                summary.seen,
+                ", ".join(f"{n} {k}" for k, n in sorted(summary.done.items())) or "nothing done",
+                summary.failed,
+            )
+        self._expire_placed(now)
+
+    def _remember_placed(self, path: str, now: float) -> None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        self._placed[path] = ((st.st_dev, st.st_ino), now + PLACED_TTL)
+
+    def _expire_placed(self, now: float) -> None:
+        if len(self._placed) < 10_000:
+            return
+        for path in [p for p, (_, t) in self._placed.items() if t < now]:
+            del self._placed[path]
+
+    # --- reconcile ----------------------------------------------------------------------------
+    def reconcile(self, reason: str) -> None:
+        """Walk every watched root and handle what is new or changed since the catalog."""
+        assert self.ruleset is not None and self.engine is not None
+        started = time.monotonic()
+        totals = [0, 0, 0]
+        for root in self.watched_roots():
+            if self._stop:
+                return
+            if not self._available(root):
+                continue
+            counts = self._reconcile_root(root)
+            totals = [a + b for a, b in zip(totals, counts, strict=True)]
+        self.reconciles += 1
+        self.last_reconcile = time.time()
+        log.info(
+            "reconcile (%s): %d new, %d changed, %d deferred to settle (%.2fs)",
+            reason, *totals, time.monotonic() - started,
+        )  # fmt: skip
+
+    def _reconcile_root(self, root: Root) -> list[int]:
+        assert self.ruleset is not None and self.engine is not None
+        walked = walk_changes(self.app.store, root, self.ruleset.roots)
+        now_wall, now = time.time(), time.monotonic()
+        deferred = 0
+        todo: dict[str, list[Candidate]] = {"created": [], "scan": []}
+        groups = [("created", c) for c in walked.new] + [("scan", c) for c in walked.changed]
+        groups += [(trigger, c) for c, trigger in walked.forced]
+        for trigger, candidate in groups:
+            path = candidate.path
+            if path in self.settler or self.settler.is_open(path):
+                deferred += 1
+            elif now_wall - candidate.st.st_mtime < root.settle:
+                # maybe still being written: settle decides
+                self.settler.touch(path, root, trigger, now)
+                deferred += 1
+            else:
+                todo.setdefault(trigger, []).append(candidate)
+        seen = set(walked.seen_ids)
+        for trigger, candidates in todo.items():
+            self.run_rules(candidates, trigger, seen_ids=seen)
+        for error in walked.errors:
+            self.record_error("reconcile", error)
+        # Only a clean, complete walk of a root that is still there may say a file is gone:
+        # an unmounted root or an unreadable directory must not empty the catalog.
+        if not walked.errors and not self._stop and self._available(root):
+            with self.app.store.atomic():
+                assert self.engine.catalog is not None
+                self.engine.catalog.mark_gone(root.name, seen)
+            drop_inflight(self.app.store, root.name)
+        others = sum(len(v) for k, v in todo.items() if k != "created")
+        return [len(todo["created"]), others, deferred]
+
+    # --- health -------------------------------------------------------------------------------
+    def _available(self, root: Root) -> bool:
+        """A root is there while its directory is on the device it was on at start."""
+        expected = self._root_devs.get(root.name)
+        device = root_device(root)
+        ok = device is not None and device == expected
+        key = f"root:{root.name}"
+        if ok and root.name in self.unavailable:
+            self.unavailable.discard(root.name)
+            self.degraded.pop(key, None)
+            self._rewatch.add(root.name)
+            log.warning("root %s is available again", root.name)
+        elif not ok and root.name not in self.unavailable:
+            self.unavailable.add(root.name)
+            why = "missing" if device is None else "on another device (unmounted?)"
+            self.degraded[key] = f"root {root.name} unavailable: {root.path} {why}"
+            self.record_error("root", self.degraded[key])
+            log.error("%s; no actions there until it is back", self.degraded[key])
+        elif not ok:
+            self.degraded.setdefault(key, f"root {root.name} unavailable: {root.path}")
+        return ok
+
+    def check_health(self) -> None:
+        assert self.ruleset is not None
+        for root in self.watched_roots():
+            self._available(root)
+        for name in sorted(self._rewatch):
+            # its old watch (if any) saw a directory that went away: watch the new one
+            self._rewatch.discard(name)
+            back = self.ruleset.roots.get(name)
+            if back is not None and name not in self.unavailable:
+                self.watchers.restart(back)
+                self._reconcile_now = f"root {name} back"
+        for name in self.watchers.dead():
+            if name in self.unavailable:
+                continue
+            key = f"watch:{name}"
+            if key not in self.degraded:
+                self.degraded[key] = f"watcher for root {name} died; restarting"
+                self.record_error("watch", self.degraded[key])
+                log.error("%s", self.degraded[key])
+            if self.watchers.restart(self.watchers.roots[name]):
+                self.degraded.pop(key, None)
+                log.warning("watcher for root %s restarted", name)
+                self._reconcile_now = f"watcher {name} restarted"  # events were lost meanwhile
+        for name in list(self.degraded):
+            if name.startswith("watch:") and name[6:] not in self.watchers.roots:
+                self.degraded.pop(name)
+        self._set_state()
+
+    def _ping(self) -> None:
+        if not self._ping_every:
+            return
+        now = time.monotonic()
+        if now < self._next_ping:
+            return
+        self._next_ping = now + self._ping_every
+        # WATCHDOG=1 only while every watcher runs: the loop itself is the store writer
+        if not any(k.startswith("watch:") for k in self.degraded):
+            self.notifier.watchdog()
+
+    # --- lifecycle jobs -------------------------------------------------------------------------
+    def run_job(self, name: str, why: str) -> dict[str, Any]:
+        """One sweep of a lifecycle rule over its roots, through the engine."""
+        assert self.ruleset is not None
+        rule = self.ruleset.rule(name)
+        if rule is None or not rule.is_lifecycle or not rule.enabled:
+            return {"ok": False, "error": f"no lifecycle job named {name!r}"}
+        started = time.time()
+        totals = Totals()
+        for root_name in rule.roots:
+            root = self.ruleset.roots.get(root_name)
+            if root is None or not self._sweepable(root):
+                totals.errors.append(f"root {root_name} unavailable: skipped")
+                continue
+            errors: list[str] = totals.errors
+            candidates = list(walk_root(root, self.ruleset.roots, on_error=_collect(errors)))
+            if rule.keep_newest and self.engine is not None:
+                candidates = self.engine.spare_newest(rule, candidates)
+            totals.merge(self.run_rules(candidates, "schedule", rule_names={name}))
+        status = "failed" if totals.failed or totals.errors else "ok"
+        result = {"ok": status == "ok", "job": name, "why": why, **totals.as_dict(),
+                  "elapsed": round(time.time() - started, 3)}  # fmt: skip
+        if self.schedules is not None:
+            self.schedules.record(name, status, result, started)
+        log.info("job %s (%s): %s", name, why, totals.describe())
+        return result
+
+    def _sweepable(self, root: Root) -> bool:
+        if root.watch:
+            return self._available(root)
+        return root_device(root) is not None
+
+    # --- reload -------------------------------------------------------------------------------
+    def reload(self) -> dict[str, Any]:
+        """Re-read the rules; invalid rules keep the running ones (and say why)."""
+        assert self.ruleset is not None
+        self.notifier.reloading()
+        log.info("reloading rules")
+        try:
+            ruleset, problems = self.app.check()
+        except Exception as exc:  # e.g. a rule file unreadable
+            problems = [Problem(_where(), f"{type(exc).__name__}: {exc}")]
+            ruleset = None
+        errors = [p for p in problems if p.severity == "error"]
+        if errors or ruleset is None:
+            for problem in errors:
+                log.error("reload: %s", problem)
+            message = f"reload refused: {len(errors)} problem(s); keeping the running rules"
+            self.record_error("reload", message + ": " + "; ".join(str(p) for p in errors[:3]))
+            log.error("%s", message)
+            self.notifier.ready(self.status_line())
+            return {"ok": False, "error": message, "problems": [str(p) for p in errors]}
+        old_roots = {r.name: r for r in self.watched_roots()}
+        self._use(ruleset)
+        new_roots = {r.name: r for r in self.watched_roots()}
+        if old_roots != new_roots:
+            self.watchers.stop()
+            self.degraded = {k: v for k, v in self.degraded.items() if not k.startswith("watch:")}
+            self.watchers.start([r for r in new_roots.values() if r.name not in self.unavailable])
+        self.reloads += 1
+        self.reconcile("reload")
+        self._sync_schedules()
+        self._set_state()
+        self.notifier.ready(self.status_line())
+        log.info("reloaded: %d rules, %d roots", len(ruleset.rules), len(ruleset.roots))
+        return {"ok": True, "rules": len(ruleset.rules), "roots": len(ruleset.roots)}
+
+    # --- commands (control socket) -------------------------------------------------------------
+    def command(self, cmd: Command) -> dict[str, Any]:
+        try:
+            if cmd.name == "reload":
+                return self.reload()
+            if cmd.name == "pause":
+                self.paused = True
+                self._set_state()
+                return {"ok": True, "paused": True}
+            if cmd.name == "resume":
+                self.paused = False
+                self._set_state()
+                return {"ok": True, "paused": False}
+            if cmd.name == "reconcile":
+                self.reconcile("requested")
+                return {"ok": True}
+            if cmd.name == "run_job":
+                return self.run_job(str(cmd.args.get("name")), str(cmd.args.get("why", "manual")))
+            return {"ok": False, "error": f"unknown command {cmd.name!r}"}
+        except Exception as exc:
+            log.exception("command %s failed", cmd.name)
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+    # --- status -------------------------------------------------------------------------------
+    def _set_state(self, state: str | None = None) -> None:
+        if self.state == STOPPING or self._stop:
+            self.state = STOPPING
+            return
+        old = self.state
+        if state is None:
+            state = DEGRADED if self.degraded else READY
+        self.state = state
+        if old != state and state != PROCESSING and old != INITIALIZING:
+            self.notifier.status(self.status_line())
+
+    def record_error(self, where: str, message: str) -> None:
+        self.last_errors.append({"ts": time.time(), "where": where, "error": message})
+
+    def ops_per_minute(self) -> int:
+        cutoff = time.time() - 60
+        while self._ops and self._ops[0][0] < cutoff:
+            self._ops.popleft()
+        return sum(n for _, n in self._ops)
+
+    def status_line(self) -> str:
+        state = self.state
+        if state == DEGRADED:
+            state += f" ({'; '.join(self.degraded.values())})"
+        if self.paused:
+            state += " paused"
+        return f"{state}; {len(self.settler)} settling; {self.ops_per_minute()} ops/min"
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for `clerk status` (read from the control thread: plain values)."""
+        roots = []
+        ruleset = self.ruleset
+        dead = set(self.watchers.dead()) if ruleset is not None else set()
+        for root in ruleset.roots if ruleset is not None else []:
+            if not root.watch:
+                health = "not watched"
+            elif root.name in self.unavailable:
+                health = "unavailable"
+            elif root.name in dead:
+                health = "watcher down"
+            else:
+                health = "polling" if root.poll else "watching"
+            roots.append({"name": root.name, "path": root.path, "watch": health})
+        return {
+            "state": self.state,
+            "reason": "; ".join(list(self.degraded.values())) or None,
+            "paused": self.paused,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 1),
+            "roots": roots,
+            "queue": len(self.settler) + self.intake.qsize(),
+            "ops_per_minute": self.ops_per_minute(),
+            "processed": self.processed,
+            "overflows": self.overflows,
+            "watcher_restarts": self.watchers.restarts,
+            "reconciles": self.reconciles,
+            "last_reconcile": self.last_reconcile,
+            "reloads": self.reloads,
+            "last_errors": list(self.last_errors),
+            "jobs": self.jobs(),
+        }
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self.schedules.listing() if self.schedules is not None else []
+
+
+@dataclass
+class Totals:
+    """What a series of engine batches did (a reconcile, a job run)."""
+
+    seen: int = 0
+    matched: int = 0
+    done: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, summary: Summary) -> None:
+        self.seen += summary.seen
+        self.matched += summary.matched
+        for kind, count in summary.done.items():
+            self.done[kind] = self.done.get(kind, 0) + count
+        self.skipped += summary.skipped
+        self.failed += summary.failed
+        self.errors.extend(summary.errors[: max(0, LAST_ERRORS - len(self.errors))])
+
+    def merge(self, other: Totals) -> None:
+        self.seen += other.seen
+        self.matched += other.matched
+        for kind, count in other.done.items():
+            self.done[kind] = self.done.get(kind, 0) + count
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.errors.extend(other.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seen": self.seen,
+            "matched": self.matched,
+            "done": dict(self.done),
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "errors": self.errors[:LAST_ERRORS],
+        }
+
+    def describe(self) -> str:
+        acted = ", ".join(f"{n} {k}" for k, n in sorted(self.done.items())) or "nothing done"
+        return f"{self.seen} seen, {self.matched} matched; {acted}; {self.failed} failed"
+
+
+def _collect(errors: list[str]) -> Callable[[str, OSError], None]:
+    def on_error(path: str, exc: OSError) -> None:
+        errors.append(f"{path}: cannot read: {exc.strerror or exc}")
+
+    return on_error
+
+
+def _wanted(root: Root, relpath: str) -> bool:
+    """What `walk_root` would yield: not ignored, not in a trash dir, recursive or top."""
+    parts = relpath.split("/")
+    if not root.recursive and len(parts) > 1:
+        return False
+    if ignore_matcher(root.ignore)(parts[-1]):
+        return False
+    return not any(fnmatch.fnmatch(part, glob) for part in parts[:-1] for glob in SKIPPED_DIRS)
+
+
+def _where() -> Any:
+    from clerk.errors import Location
+
+    return Location("<reload>")

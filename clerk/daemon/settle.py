@@ -1,0 +1,174 @@
+"""Settle: hand a path to the rules only once it is complete.
+
+A path is complete when its writer closed it (inotify's IN_CLOSE_WRITE) and nobody else
+has it open for writing as far as we saw, or when its size and mtime stayed the same for
+the root's `settle` time (polling roots, hard links, writers whose open we missed).
+A path we saw opened and not yet closed waits, unless it has been still for
+`STUCK_OPEN_FACTOR` settle times (a close lost in an inotify overflow must not hold a
+file forever). Only the worker thread uses a `Settler`; it is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import stat
+from dataclasses import dataclass
+
+from clerk.rules.model import Root
+
+STUCK_OPEN_FACTOR = 12
+STUCK_OPEN_MINIMUM = 60.0
+
+
+@dataclass
+class Pending:
+    root: Root
+    trigger: str
+    deadline: float
+    observed: tuple[int, int] | None = None  # (size, mtime_ns) at `observed_at`
+    observed_at: float = 0.0
+    closed: bool = False
+
+
+@dataclass(frozen=True)
+class Ready:
+    path: str
+    root: Root
+    trigger: str
+
+
+class Settler:
+    def __init__(self) -> None:
+        self.pending: dict[str, Pending] = {}
+        self._open: dict[str, int] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        #: False after an inotify overflow, until its backlog is drained: watchdog drops
+        #: queued events on overflow, so a close may be lost after its open was seen
+        self.track_opens = True
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.pending
+
+    # --- what the watchers saw -----------------------------------------------------------
+    def touch(self, path: str, root: Root, trigger: str, now: float) -> None:
+        """The path appeared or changed: wait until it is complete."""
+        entry = self.pending.get(path)
+        if entry is None:
+            entry = self.pending[path] = Pending(root, trigger, now + root.settle)
+        entry.closed = False
+        self._schedule(path, entry, now + root.settle)
+
+    def closed_after_write(self, path: str, root: Root, trigger: str, now: float) -> None:
+        self._open_delta(path, -1)
+        entry = self.pending.get(path)
+        if entry is None:
+            entry = self.pending[path] = Pending(root, trigger, now)
+        entry.closed = True
+        self._schedule(path, entry, now)
+
+    def opened(self, path: str) -> None:
+        self._open_delta(path, +1)
+
+    def closed_without_write(self, path: str) -> None:
+        self._open_delta(path, -1)
+
+    def forget(self, path: str) -> None:
+        """The path was deleted or moved away."""
+        self.pending.pop(path, None)
+        self._open.pop(path, None)
+
+    def forget_under(self, directory: str) -> None:
+        prefix = directory.rstrip("/") + "/"
+        for path in [p for p in self.pending if p.startswith(prefix)]:
+            self.forget(path)
+
+    def events_lost(self) -> None:
+        """An overflow dropped events: open counts are guesses; stability decides until
+        `trust_opens()`."""
+        self._open.clear()
+        self.track_opens = False
+
+    def trust_opens(self) -> None:
+        self._open.clear()
+        self.track_opens = True
+
+    def is_open(self, path: str) -> bool:
+        return self._open.get(path, 0) > 0
+
+    # --- when to look again ----------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            deadline, _, path = self._heap[0]
+            entry = self.pending.get(path)
+            if entry is not None and entry.deadline == deadline:
+                return deadline
+            heapq.heappop(self._heap)  # stale: the path was rescheduled or forgotten
+        return None
+
+    def due(self, now: float) -> list[Ready]:
+        """Paths whose time came and that are complete; others are rescheduled."""
+        ready: list[Ready] = []
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _, path = heapq.heappop(self._heap)
+            entry = self.pending.get(path)
+            if entry is None or entry.deadline != deadline:
+                continue
+            verdict = self._check(path, entry, now)
+            if verdict is None:
+                continue  # rescheduled
+            del self.pending[path]
+            if verdict:
+                ready.append(Ready(path, entry.root, entry.trigger))
+        return ready
+
+    def _check(self, path: str, entry: Pending, now: float) -> bool | None:
+        """True: complete; False: gone (drop it); None: look again later."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            self._open.pop(path, None)
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        seen = (st.st_size, st.st_mtime_ns)
+        settle = entry.root.settle
+        if entry.observed != seen:
+            # changed since we last looked (or first look): the clock starts again,
+            # unless the writer said it is done
+            entry.observed, entry.observed_at = seen, now
+            if entry.closed and not self.is_open(path):
+                return True
+            self._schedule(path, entry, now + settle)
+            return None
+        still_for = now - entry.observed_at
+        if entry.closed and not self.is_open(path):
+            return True
+        if still_for + 1e-6 < settle:
+            self._schedule(path, entry, entry.observed_at + settle)
+            return None
+        if self.is_open(path) and still_for < max(STUCK_OPEN_MINIMUM, STUCK_OPEN_FACTOR * settle):
+            self._schedule(path, entry, now + settle)
+            return None
+        self._open.pop(path, None)
+        return True
+
+    # --- internals -----------------------------------------------------------------------------
+    def _schedule(self, path: str, entry: Pending, deadline: float) -> None:
+        entry.deadline = deadline
+        heapq.heappush(self._heap, (deadline, next(self._seq), path))
+
+    def _open_delta(self, path: str, delta: int) -> None:
+        if not self.track_opens:
+            return
+        count = self._open.get(path, 0) + delta
+        if count > 0:
+            self._open[path] = count
+        else:
+            # a close whose open we never saw (the watch came later) counts as zero
+            self._open.pop(path, None)

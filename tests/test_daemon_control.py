@@ -1,0 +1,184 @@
+"""The control socket: `clerk status / reload / pause / resume / stop`, and who may ask."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from test_daemon_support import files_under, running_daemon, wait_until, write_config
+
+from clerk.daemon.control import request
+
+Clerk = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    # a short path anyone may traverse, so that only the socket's own mode and the
+    # daemon's uid check stand between another user and the daemon
+    directory = Path(tempfile.mkdtemp(prefix="clerk-ctl-"))
+    directory.chmod(0o755)
+    yield directory
+    for child in directory.iterdir():
+        child.unlink()
+    directory.rmdir()
+
+
+@pytest.fixture
+def setup(
+    tmp_path: Path, clerk_home: Path, write_rules: Callable[[str], Path], socket_dir: Path
+) -> tuple[Path, Path, Path]:
+    inbox, archive = tmp_path / "inbox", tmp_path / "archive"
+    inbox.mkdir()
+    archive.mkdir()
+    write_rules(
+        f"roots:\n  inbox: {{path: {inbox}, settle: 0.3s}}\n"
+        f"  archive: {{path: {archive}, watch: false}}\nrules:\n  - name: text\n"
+        f"    in: inbox\n    match: [{{extension: txt}}]\n"
+        f"    actions: [{{move: '{archive}/{{name}}'}}]\n"
+    )
+    sock = socket_dir / "clerk.sock"
+    write_config(clerk_home, f"reconcile_interval: 1h\ncontrol_socket: {sock}\n")
+    return inbox, archive, sock
+
+
+def test_status_reload_pause_resume_stop(
+    setup: tuple[Path, Path, Path], tmp_path: Path, clerk: Clerk
+) -> None:
+    inbox, archive, sock = setup
+    down = clerk("status")
+    assert down.returncode == 3 and "not running" in down.stdout
+    with running_daemon(tmp_path) as (daemon, notify):
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        result = clerk("status", "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        status = json.loads(result.stdout)
+        assert status["state"] == "READY" and status["pid"] == daemon.pid
+        assert {r["name"]: r["watch"] for r in status["roots"]} == {
+            "inbox": "watching",
+            "archive": "not watched",
+        }
+        assert status["queue"] == 0 and status["uptime"] >= 0
+        human = clerk("status")
+        assert human.returncode == 0 and "state: READY" in human.stdout
+
+        assert clerk("pause", check=True).stdout.strip() == "paused"
+        (inbox / "waits.txt").write_text("arrived while paused")
+        # polled in-process (the socket client the CLI uses): a CLI start per poll is slow
+        wait_until(lambda: request(sock, "status")["queue"] >= 1, what="the arrival queued")
+        assert request(sock, "status")["paused"] is True
+        assert files_under(archive) == []
+        assert clerk("resume", check=True).stdout.strip() == "resumed"
+        wait_until(lambda: files_under(archive) == ["waits.txt"], what="handled after resume")
+        wait_until(lambda: request(sock, "status")["ops_per_minute"] >= 1, what="the move counted")
+
+        mark = len(notify)
+        assert clerk("reload", check=True).stdout.strip() == "reloaded"
+        notify.wait_for("RELOADING", after=mark)
+
+        assert clerk("stop", check=True).returncode == 0
+        assert daemon.wait() == 0
+    assert not sock.exists()
+
+
+def test_reload_reports_broken_rules(
+    setup: tuple[Path, Path, Path], tmp_path: Path, clerk: Clerk, write_rules: Callable[[str], Path]
+) -> None:
+    sock = setup[2]
+    with running_daemon(tmp_path) as (daemon, _):
+        write_rules("roots: {}\nrules:\n  - name: r\n    in: nowhere\n", "zz-broken.yaml")
+        result = clerk("reload")
+        said = f"{result.stdout}\n{result.stderr}\ndaemon log:\n{daemon.log()}"
+        assert result.returncode == 1, said
+        assert "reload refused" in result.stderr and "nowhere" in result.stderr, said
+        status = request(sock, "status")
+        assert status["state"] == "READY", status
+        assert any("reload refused" in e["error"] for e in status["last_errors"]), status
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+
+
+def test_a_second_daemon_refuses_to_start(
+    setup: tuple[Path, Path, Path], tmp_path: Path, clerk: Clerk
+) -> None:
+    with running_daemon(tmp_path) as (daemon, _):
+        second = clerk("daemon")
+        assert second.returncode == 1 and "another clerk daemon is running" in second.stderr
+        assert clerk("status").returncode == 0  # the first one still answers
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+
+
+ASK_AS_NOBODY = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print("EACCES")
+    sys.exit(0)
+s.sendall(b'{"cmd": "stop"}\\n')
+print(s.makefile().readline().strip())
+"""
+
+
+def _world_executable(path: str) -> bool:
+    """Can any user run `path`? (every directory on the way searchable by others)"""
+    real = Path(os.path.realpath(path))
+    if not real.is_file() or not os.stat(real).st_mode & stat.S_IXOTH:
+        return False
+    return all(os.stat(d).st_mode & stat.S_IXOTH for d in real.parents)
+
+
+def _python_for_others() -> str | None:
+    candidates = [sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]
+    return next((c for c in candidates if os.path.exists(c) and _world_executable(c)), None)
+
+
+def _as_nobody(sock: Path) -> str:
+    nobody = pwd.getpwnam("nobody")
+    python = _python_for_others()
+    if python is None:
+        pytest.skip("no Python interpreter that user nobody may run")
+
+    def drop() -> None:
+        os.setgid(nobody.pw_gid)
+        os.setgroups([])
+        os.setuid(nobody.pw_uid)
+
+    result = subprocess.run(
+        [python, "-I", "-c", ASK_AS_NOBODY, str(sock)],
+        capture_output=True,
+        text=True,
+        preexec_fn=drop,
+        timeout=60,
+        cwd="/",
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
+def test_another_uid_is_refused(
+    setup: tuple[Path, Path, Path], tmp_path: Path, clerk: Clerk
+) -> None:
+    _, _, sock = setup
+    with running_daemon(tmp_path) as (daemon, _):
+        assert _as_nobody(sock) == "EACCES"  # first fence: the socket's mode
+        sock.chmod(0o666)  # as if someone loosened it: the uid check still holds
+        reply = json.loads(_as_nobody(sock))
+        assert reply["ok"] is False and "permission denied" in reply["error"]
+        assert clerk("status").returncode == 0  # the stop was not obeyed
+        assert "refused peer uid" in daemon.log()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0

@@ -1,0 +1,152 @@
+"""The daemon under trouble: roots that vanish or unmount, kill -9 mid-burst, overflows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+from test_daemon_support import files_under, running_daemon, wait_until, write_config
+
+from clerk.daemon.control import request
+
+Clerk = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, clerk_home: Path, write_rules: Callable[[str], Path]) -> tuple[Path, Path]:
+    inbox, archive = tmp_path / "inbox", tmp_path / "archive"
+    inbox.mkdir()
+    archive.mkdir()
+    write_rules(
+        f"roots:\n  inbox: {{path: {inbox}, settle: 0.2s}}\n"
+        f"  archive: {{path: {archive}, watch: false}}\nrules:\n  - name: text\n"
+        f"    in: inbox\n    match: [{{extension: txt}}]\n"
+        f"    actions: [{{move: '{archive}/{{name}}'}}]\n"
+    )
+    write_config(clerk_home, "reconcile_interval: 1h\n")
+    return inbox, archive
+
+
+def _sock(clerk_home: Path) -> Path:
+    return clerk_home / "run" / "clerk.sock"
+
+
+def _status(clerk_home: Path) -> dict[str, object]:
+    return request(_sock(clerk_home), "status")
+
+
+def test_a_root_that_vanishes_degrades_and_is_watched_again(
+    dirs: tuple[Path, Path], tmp_path: Path, clerk_home: Path, clerk: Clerk
+) -> None:
+    inbox, archive = dirs
+    with running_daemon(tmp_path) as (daemon, _):
+        inbox.rmdir()
+        wait_until(lambda: _status(clerk_home)["state"] == "DEGRADED", what="DEGRADED")
+        status = clerk("status", "--json")
+        assert status.returncode == 1
+        assert "root inbox unavailable" in json.loads(status.stdout)["reason"]
+        inbox.mkdir()
+        wait_until(lambda: _status(clerk_home)["state"] == "READY", what="READY again")
+        assert _status(clerk_home)["watcher_restarts"] >= 1  # type: ignore[operator]
+        (inbox / "after.txt").write_text("the new directory is watched")
+        wait_until(lambda: files_under(archive) == ["after.txt"], what="after.txt organized")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+
+
+@pytest.fixture
+def mounted_inbox(dirs: tuple[Path, Path]) -> Iterator[tuple[Path, Path]]:
+    inbox, archive = dirs
+    (inbox / "hidden.txt").write_text("under the mount point: appears when it is unmounted")
+    mount = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(inbox)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)")
+    try:
+        yield inbox, archive
+    finally:
+        subprocess.run(["umount", "-l", str(inbox)], capture_output=True)
+
+
+def test_an_unmounted_root_leads_to_no_actions_and_no_catalog_purge(
+    mounted_inbox: tuple[Path, Path], tmp_path: Path, clerk_home: Path
+) -> None:
+    inbox, archive = mounted_inbox
+    for name in ("a.dat", "b.dat"):
+        (inbox / name).write_text(name)  # no rule for .dat: catalogued and left alone
+    with running_daemon(tmp_path) as (daemon, _):
+        db = sqlite_utils.Database(clerk_home / "clerk.db")
+        present = "SELECT relpath FROM files WHERE root = 'inbox' AND state = 'present'"
+        assert sorted(r[0] for r in db.execute(present)) == ["a.dat", "b.dat"]
+        subprocess.run(["umount", "-l", str(inbox)], check=True)
+        assert files_under(inbox) == ["hidden.txt"]  # what the mount hid is now visible
+        wait_until(lambda: _status(clerk_home)["state"] == "DEGRADED", what="DEGRADED")
+        assert request(_sock(clerk_home), "reconcile")["ok"]
+        status = _status(clerk_home)
+        assert "unavailable" in str(status["reason"])
+        assert {r["name"]: r["watch"] for r in status["roots"]}["inbox"] == "unavailable"  # type: ignore[attr-defined]
+        assert files_under(inbox) == ["hidden.txt"] and files_under(archive) == []
+        assert sorted(r[0] for r in db.execute(present)) == ["a.dat", "b.dat"]
+        db.close()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+
+
+def test_kill_9_during_a_burst_then_restart_organizes_each_file_once(
+    dirs: tuple[Path, Path], tmp_path: Path, clerk_home: Path
+) -> None:
+    inbox, archive = dirs
+    names = [f"burst-{i:05d}.txt" for i in range(1500)]
+    with running_daemon(tmp_path) as (daemon, _):
+        for name in names:
+            (inbox / name).write_text(name)
+        wait_until(lambda: len(os.listdir(archive)) >= 100, what="the burst under way")
+        daemon.kill()  # SIGKILL, mid-burst
+    assert len(os.listdir(archive)) < len(names), "too late: the burst was already done"
+    with running_daemon(tmp_path) as (daemon, _):
+        wait_until(lambda: len(os.listdir(archive)) >= len(names), what="every file organized")
+        assert sorted(os.listdir(archive)) == names  # none lost, none twice ("x (1).txt")
+        assert os.listdir(inbox) == []
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+    db = sqlite_utils.Database(clerk_home / "clerk.db")
+    states = dict(db.execute("SELECT state, count(*) FROM ops GROUP BY state").fetchall())
+    moves = db.execute(
+        "SELECT count(DISTINCT src), count(*) FROM ops WHERE kind = 'move' AND state = 'done'"
+    ).fetchone()
+    db.close()
+    assert states.get("pending", 0) == 0
+    assert moves == (len(names), len(names))
+    leftovers = [p for d in (inbox, archive) for p in os.listdir(d) if p.startswith(".clerk-tmp")]
+    assert leftovers == []
+
+
+def test_an_inotify_overflow_is_caught_by_reconcile(
+    dirs: tuple[Path, Path], tmp_path: Path, clerk_home: Path
+) -> None:
+    inbox, archive = dirs
+    queue_limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    count = queue_limit // 4 + 1500  # create + open + modify + close per file: over the limit
+    if count > 40_000:
+        pytest.skip(f"fs.inotify.max_queued_events={queue_limit}: too many files to overflow")
+    with running_daemon(tmp_path) as (daemon, _):
+        daemon.signal(signal.SIGSTOP)
+        try:
+            for i in range(count):
+                (inbox / f"o{i:05d}.txt").write_text("x")
+        finally:
+            daemon.signal(signal.SIGCONT)
+        wait_until(
+            lambda: len(os.listdir(archive)) == count, timeout=60, what=f"{count} files organized"
+        )
+        status = _status(clerk_home)
+        assert status["overflows"] >= 1  # type: ignore[operator]
+        assert any("overflow" in e["error"] for e in status["last_errors"])  # type: ignore[attr-defined]
+        assert os.listdir(inbox) == []
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
