@@ -205,6 +205,7 @@ def check(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("targets", nargs=-1)
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would happen; change nothing.")
+@click.option("--no-run", is_flag=True, help="Queue the runs `run:` actions start; execute none.")
 @click.option(
     "--rule", "rules", multiple=True, help="Only this rule (repeatable); also runs lifecycle rules."
 )
@@ -216,6 +217,7 @@ def scan(
     ctx: click.Context,
     targets: tuple[str, ...],
     dry_run: bool,
+    no_run: bool,
     rules: tuple[str, ...],
     root_overrides: tuple[str, ...],
     as_json: bool,
@@ -241,7 +243,7 @@ def scan(
     paths = [t for t in targets if t not in ruleset.roots]
     if root_names and paths:
         raise ClerkError("give either root names or paths, not both")
-    with progress("scanning", enabled=not as_json) as advance:
+    with progress("scanning", enabled=not as_json) as advance, _runs_queued_only(no_run):
         summary = engine.scan(paths, root_names=root_names, rule_names=rules, progress=advance)
     if as_json:
         print_json({**summary.as_dict(), "files": [o.as_dict() for o in summary.outcomes]})
@@ -249,6 +251,17 @@ def scan(
         _print_scan(summary, dry_run)
     if summary.failed:
         ctx.exit(1)
+
+
+def _runs_queued_only(no_run: bool) -> Any:
+    """With --no-run, `run:` actions queue their runs and no worker starts."""
+    import contextlib
+
+    if not no_run:
+        return contextlib.nullcontext()
+    from clerk.engine.queue import queue_only, run_sink
+
+    return run_sink(queue_only)
 
 
 def _print_scan(summary: Any, dry_run: bool) -> None:

@@ -15,6 +15,9 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from clerk.engine.alerts import Alert
+    from clerk.engine.api import Executor
+    from clerk.engine.runs import RunInfo, TaskRunInfo
     from clerk.plugins.api import Action, Classifier, FileInfo, Filter, OpResult
 
 hookspec = pluggy.HookspecMarker("clerk")
@@ -71,6 +74,57 @@ def file_classified(file: FileInfo) -> None:
 @hookspec
 def op_done(result: OpResult) -> None:
     """Called after every journaled file operation finishes (done, skipped or failed)."""
+
+
+@hookspec
+def register_executors(register: Callable[[str, type[Executor]], None]) -> None:
+    """Add executors usable as `executor:` in workflow tasks.
+
+    Call ``register(name, ExecutorClass)``. The class (a `clerk.engine.api.Executor`)
+    is built once per task of a run with the task's own keys (``command``, ``url``...)
+    and raises `clerk.errors.SpecError` when they are wrong; its ``execute(context)``
+    runs one attempt in a worker thread and returns a `TaskResult`. A later
+    registration of the same name replaces an earlier one.
+    """
+
+
+@hookspec
+def run_started(run: RunInfo) -> None:
+    """Called when a run's first task starts (its status turns RUNNING).
+
+    `run` is a snapshot (`id`, `workflow`, `status`, `inputs`, `created`, `started`).
+    A notification: the return value is ignored and an exception is logged, never fatal.
+    """
+
+
+@hookspec
+def run_finished(run: RunInfo) -> None:
+    """Called once a run has ended: COMPLETED, FAILED or CANCELLED (`run.status`).
+
+    `run.error` says why a run did not complete. A notification, like `run_started`.
+    """
+
+
+@hookspec
+def task_finished(task_run: TaskRunInfo) -> None:
+    """Called after every attempt of a task ends, whether it succeeded, failed or will
+    be retried (`task_run.status` is COMPLETED, FAILED, CANCELLED or PENDING for a retry).
+
+    It carries the exit code, error code and message, the recoverable flag, the
+    resource usage (wall, user and system CPU, peak RSS) and the task's outputs.
+    """
+
+
+@hookspec
+def alert(alert: Alert) -> None:
+    """Called when an alert condition on run metrics holds (`alerts:` in config.yaml,
+    like ``duration > 2h`` or ``failure_rate > 0.2 over 10m``).
+
+    `alert` has `name`, `condition`, the measured `value`, the `threshold`, the
+    `workflow` and `run_id` it concerns (if any) and a ready-made `message`. clerk has
+    already logged and stored it; implement this to notify someone. A notification:
+    the return value is ignored and an exception is logged, never fatal.
+    """
 
 
 def hook_names() -> list[str]:

@@ -37,6 +37,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "clerk.plugins.builtin.filters",
     "clerk.plugins.builtin.actions",
     "clerk.plugins.builtin.classifiers",
+    "clerk.plugins.builtin.executors",
 )
 
 
@@ -69,6 +70,7 @@ class Registry:
     filters: dict[str, type] = field(default_factory=dict)
     actions: dict[str, type] = field(default_factory=dict)
     classifiers: dict[str, Any] = field(default_factory=dict)
+    executors: dict[str, type] = field(default_factory=dict)
     origin: dict[str, str] = field(default_factory=dict)  # "filter:name" -> plugin
     errors: list[str] = field(default_factory=list)
 
@@ -188,6 +190,7 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     collections: dict[str, tuple[str, dict[str, Any]]] = {
         "register_filters": ("filter", registry.filters),
         "register_actions": ("action", registry.actions),
+        "register_executors": ("executor", registry.executors),
     }
     for hook_name, (kind, table) in collections.items():
         caller = getattr(pm.hook, hook_name)

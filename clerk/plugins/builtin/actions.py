@@ -205,6 +205,73 @@ class TagAction(EffectAction):
         return None
 
 
+class RunAction(EffectAction):
+    """`run: ocr` or `run: {workflow: ocr, params: {lang: deu}}`: start a run of a workflow.
+
+    The file (at its path after the actions before this one) is the run's input: its
+    template fields (path, name, stem, dir, regex groups, known attributes) become the
+    run's fields, and `params` (templates, rendered for this file) are added to them.
+    The run is queued as a durable row; see clerk/engine/queue.py for who executes it.
+    """
+
+    options = frozenset({"params"})
+
+    def __init__(self, value: Any, options: Mapping[str, Any] | None = None):
+        super().__init__(value, options)
+        params: Any = self.opts.get("params", {})
+        if isinstance(value, dict):
+            unknown = set(value) - {"workflow", "params"}
+            if unknown:
+                raise SpecError(f"run: unknown key(s) {', '.join(sorted(unknown))}")
+            params = value.get("params", params)
+            value = value.get("workflow")
+        if not isinstance(value, str) or not value.strip() or "{" in value:
+            raise SpecError("run wants a workflow name: `run: ocr` or `run: {workflow: ocr}`")
+        if not isinstance(params, dict) or not all(
+            isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
+            for k, v in params.items()
+        ):
+            raise SpecError("run: params wants a mapping of names to text, like {lang: deu}")
+        self.workflow = value
+        self.params = {k: str(v) for k, v in params.items()}
+        for template in self.params.values():
+            parse_template(template)
+
+    def templates(self) -> list[str]:
+        return list(self.params.values())
+
+    def describe(self, target: Target) -> str:
+        return f"run {self.workflow}"
+
+    def apply(self, target: Target) -> str | None:
+        from clerk.engine.queue import RunRequest, submit
+
+        fields = _run_fields(target)
+        fields.update({name: target.render(t) for name, t in self.params.items()})
+        run_id = submit(RunRequest(self.workflow, fields, trigger=f"rule:{target.rule}"))
+        return f"run {self.workflow} queued as run {run_id}"
+
+
+def _run_fields(target: Target) -> dict[str, Any]:
+    """The file's fields as plain values, without computing anything costly."""
+    file, fields = target.file, target.fields
+    values: dict[str, Any] = {"path": target.path}
+    for key in fields:
+        if key in ("mime", "hash"):
+            known = file.mime_if_known if key == "mime" else file.hash_if_known
+            if known is not None:
+                values[key] = known
+            continue
+        try:
+            values[key] = fields[key]
+        except Exception:  # noqa: S112 (a field this file cannot give is simply absent)
+            continue
+    for namespace, attrs in file.known_attrs.items():
+        if isinstance(attrs, dict):
+            values.update({f"{namespace}.{k}": v for k, v in attrs.items()})
+    return values
+
+
 BUILTIN_ACTIONS: dict[str, type[Action]] = {
     "move": MoveAction,
     "copy": CopyAction,
@@ -215,6 +282,7 @@ BUILTIN_ACTIONS: dict[str, type[Action]] = {
     "delete": DeleteAction,
     "tag": TagAction,
     "archive": ArchiveAction,
+    "run": RunAction,
 }
 
 

@@ -1,0 +1,162 @@
+"""Alerts: conditions on run metrics, checked when a run ends.
+
+    alerts:
+      - "duration > 2h"                   # a run that took longer
+      - "failure_rate > 0.2 over 10m"     # of the runs that ended in the last 10 minutes
+      - {when: "queue_depth > 1000", workflow: ocr, name: ocr-backlog}
+
+`duration` is checked against the run that just ended; `failure_rate` (FAILED / ended)
+and `queue_depth` (runs waiting: PENDING or PAUSED) over the store, optionally for one
+workflow. A firing alert is logged, stored in the `events` table (kind `alert`) and
+passed to the `alert` hook; a windowed alert does not fire again within its window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from clerk.engine.runs import FAILED, FINISHED, PAUSED, PENDING, RunInfo, RunStore
+from clerk.errors import SpecError
+from clerk.units import Comparison, parse_comparison, parse_duration
+
+log = logging.getLogger("clerk.engine.alerts")
+
+METRICS = ("duration", "failure_rate", "queue_depth")
+_CONDITION = re.compile(r"^\s*(\w+)\s*(.+?)(?:\s+over\s+(\S+))?\s*$")
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    name: str
+    metric: str
+    comparison: Comparison
+    window: float | None = None  # seconds, for failure_rate
+    workflow: str | None = None
+    text: str = ""
+
+
+@dataclass
+class Alert:
+    """A rule that fired: what was measured, against what, and where."""
+
+    name: str
+    condition: str
+    value: float
+    threshold: float
+    workflow: str | None = None
+    run_id: int | None = None
+    ts: float = field(default_factory=time.time)
+
+    @property
+    def message(self) -> str:
+        where = f" (run {self.run_id})" if self.run_id else ""
+        what = f"{self.workflow}: " if self.workflow else ""
+        return f"alert {self.name}: {what}{self.condition}; measured {self.value:g}{where}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "message": self.message}
+
+
+def parse_rule(raw: Any) -> AlertRule:
+    """A condition string, or `{when: CONDITION, workflow: NAME, name: NAME}`."""
+    workflow = name = None
+    if isinstance(raw, dict):
+        workflow, name, raw = raw.get("workflow"), raw.get("name"), raw.get("when")
+    if not isinstance(raw, str):
+        raise SpecError(f"an alert is a condition like 'duration > 2h', got {raw!r}")
+    m = _CONDITION.match(raw)
+    if not m or m.group(1) not in METRICS:
+        raise SpecError(f"alert {raw!r}: wants METRIC OP VALUE [over WINDOW], METRIC one of"
+                        f" {', '.join(METRICS)}")  # fmt: skip
+    metric, comparison_text, window = m.group(1), m.group(2), m.group(3)
+    value_parser = parse_duration if metric == "duration" else float
+    comparison = parse_comparison(comparison_text, value_parser, default_op=">")
+    if metric == "failure_rate" and window is None:
+        window = "1h"
+    return AlertRule(name or metric, metric, comparison,
+                     parse_duration(window) if window else None, workflow, raw.strip())  # fmt: skip
+
+
+class AlertChecker:
+    def __init__(self, store: RunStore, rules: list[AlertRule], hooks: Any = None):
+        self.store = store
+        self.rules = rules
+        self.hooks = hooks
+
+    def run_finished(self, run: RunInfo) -> list[Alert]:
+        """Check every rule after `run` ended; fire and return those that hold."""
+        fired = []
+        for rule in self.rules:
+            if rule.workflow and rule.workflow != run.workflow:
+                continue
+            alert = self._evaluate(rule, run)
+            if alert is not None:
+                self._fire(alert)
+                fired.append(alert)
+        return fired
+
+    def _evaluate(self, rule: AlertRule, run: RunInfo) -> Alert | None:
+        value: float | None
+        if rule.metric == "duration":
+            if not (run.started and run.finished):
+                return None
+            value = run.finished - run.started
+            run_id = run.id
+        else:
+            if self._fired_recently(rule):
+                return None
+            value = self._measure(rule)
+            run_id = None
+        if value is None or not rule.comparison.test(value):
+            return None
+        return Alert(rule.name, rule.text, value, rule.comparison.value, rule.workflow, run_id)
+
+    def _measure(self, rule: AlertRule) -> float | None:
+        scope, params = ("AND workflow = ?", [rule.workflow]) if rule.workflow else ("", [])
+        if rule.metric == "queue_depth":
+            row = self.store.conn.execute(
+                f"SELECT count(*) FROM runs WHERE status IN (?, ?) {scope}",
+                [PENDING, PAUSED, *params],
+            ).fetchone()
+            return float(row[0])
+        since = time.time() - (rule.window or 3600)
+        marks = ", ".join("?" * len(FINISHED))
+        ended, failed = self.store.conn.execute(
+            f"SELECT count(*), sum(status = ?) FROM runs WHERE finished >= ?"
+            f" AND status IN ({marks}) {scope}",
+            [FAILED, since, *sorted(FINISHED), *params],
+        ).fetchone()
+        return (failed or 0) / ended if ended else None
+
+    def _fired_recently(self, rule: AlertRule) -> bool:
+        since = time.time() - (rule.window or 0)
+        row = self.store.conn.execute(
+            "SELECT 1 FROM events WHERE kind = 'alert' AND subject = ? AND ts >= ? LIMIT 1",
+            (f"alert:{rule.name}", since),
+        ).fetchone()
+        return row is not None
+
+    def _fire(self, alert: Alert) -> None:
+        log.warning("%s", alert.message)
+        with self.store.conn:
+            self.store.conn.execute(
+                "INSERT INTO events (ts, kind, subject, data) VALUES (?, 'alert', ?, ?)",
+                (alert.ts, f"alert:{alert.name}", json.dumps(alert.as_dict())),
+            )
+        if self.hooks is not None and self.hooks.hook.alert.get_hookimpls():
+            try:
+                self.hooks.hook.alert(alert=alert)
+            except Exception:  # a notifier's failure must not break the runner
+                log.exception("plugin hook alert failed")
+
+
+def stored_alerts(store: RunStore, limit: int = 100) -> list[dict[str, Any]]:
+    rows = store.conn.execute(
+        "SELECT data FROM events WHERE kind = 'alert' ORDER BY id DESC LIMIT ?", (limit,)
+    )
+    return [json.loads(row[0]) for row in rows]

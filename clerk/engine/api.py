@@ -1,0 +1,89 @@
+"""What an executor implements, and what it is given and gives back.
+
+An executor class is registered by name through the `register_executors` hook. It is
+built once per task of a run with the task's executor keys (`command`, `env`, `call`,
+`url`, ...; raise `SpecError` when they are wrong) and its `execute` is called in a
+worker thread, once per attempt. It must return when the attempt is over, stop early
+when `context.cancel` is set, and enforce `context.timeout` itself (the shell executor
+kills the whole process group).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clerk.engine.model import TaskSpec
+
+# Error codes the engine itself uses; executors may add their own.
+TIMEOUT = "timeout"
+CANCELLED = "cancelled"
+EXIT = "exit"  # non-zero exit status
+SIGNAL = "signal"  # killed by a signal nobody in clerk sent
+SPAWN = "spawn"  # the program could not be started
+CONFIG = "config"  # the task's definition is unusable (bad executor keys, template)
+EXECUTOR = "executor"  # the executor itself raised
+UPSTREAM = "upstream_failed"  # a dependency failed, so this task never ran
+OUTPUTS = "outputs"  # the task's outputs are not a JSON object
+BUSINESS = "business"  # an exit status the task declares a business failure (not retried)
+INTERRUPTED = "interrupted"  # the runner died while the attempt ran (crash recovery)
+MEMORY = "memory"  # the task's processes used more memory than resources.memory
+EXCEPTION = "exception"  # a python task's callable raised
+HTTP = "http"  # an http task got an error status or no answer
+
+
+@dataclass
+class TaskContext:
+    """One attempt of one task: what to run it with and where its logs go."""
+
+    run_id: int
+    task: TaskSpec
+    attempt: int
+    #: `render(template, escape=None)`: a template -> text, with the run's fields (and
+    #: `tasks.<task>.outputs.<key>`); `escape` transforms each field's value
+    render: Callable[..., str]
+    fields: Mapping[str, Any]
+    stdout_log: Path
+    stderr_log: Path
+    log_limit: int
+    timeout: float | None
+    kill_grace: float
+    cancel: threading.Event
+    on_process: Callable[[int, int], None] = lambda pid, pgid: None  # record pid, pgid
+    #: where a process may write its JSON outputs (`$CLERK_OUTPUTS` for shell tasks)
+    outputs_file: Path | None = None
+    #: `resources.memory` in bytes: the process group is killed when its RSS exceeds it
+    memory_limit: int | None = None
+    #: outputs of the tasks of this run that have completed, by task name
+    upstream: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class TaskResult:
+    """How an attempt ended. `recoverable=False` means retrying cannot help."""
+
+    ok: bool
+    exit_code: int | None = None
+    error_code: str | None = None
+    message: str = ""
+    recoverable: bool = True
+    outputs: dict[str, Any] = field(default_factory=dict)
+    wall: float = 0.0
+    cpu_user: float | None = None
+    cpu_sys: float | None = None
+    max_rss: int | None = None  # bytes
+
+
+class Executor(ABC):
+    """Base of every executor; see the module docstring."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = dict(config)
+
+    @abstractmethod
+    def execute(self, context: TaskContext) -> TaskResult:
+        """Run one attempt and report how it ended (never raise for a task's failure)."""

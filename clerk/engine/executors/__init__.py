@@ -1,0 +1,1 @@
+"""The built-in executors (registered by clerk.plugins.builtin.executors)."""

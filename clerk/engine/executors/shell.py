@@ -1,0 +1,77 @@
+"""The `shell` executor: run a program with an argument list. Never a shell string.
+
+    - name: ocr
+      executor: shell
+      command: [ocrmypdf, --skip-text, "{path}", "{dir}/{stem}.ocr.pdf"]
+      env: {OMP_THREAD_LIMIT: "1", TOKEN: "${env:OCR_TOKEN}"}
+      cwd: "{dir}"
+
+A task emits outputs by writing a JSON object to the file named by `$CLERK_OUTPUTS`;
+later tasks use them as `{tasks.<task>.outputs.<key>}`.
+
+Each argument is rendered on its own, so a field's value is exactly one argv element
+whatever it contains (spaces, `;`, `$(...)`, newlines, a leading `-`). The name is
+historical (organize and maid call it that): no shell is involved unless the command
+itself names one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from clerk.engine.api import CONFIG, OUTPUTS, Executor, TaskContext, TaskResult
+from clerk.engine.process import run_process
+from clerk.errors import ClerkError, SpecError
+
+
+class ShellExecutor(Executor):
+    def __init__(self, config: Mapping[str, Any]):
+        super().__init__(config)
+        command = config.get("command")
+        if isinstance(command, str):
+            raise SpecError("command: wants a list of arguments; clerk never runs a shell string")
+        if not isinstance(command, list) or not command:
+            raise SpecError("a shell task needs command: (a non-empty list of arguments)")
+        if not all(isinstance(a, str | int | float) and not isinstance(a, bool) for a in command):
+            raise SpecError(f"command arguments are text, got {command!r}")
+        env = config.get("env") or {}
+        if not isinstance(env, dict):
+            raise SpecError("env: wants a mapping of names to values")
+        cwd = config.get("cwd")
+        if cwd is not None and not isinstance(cwd, str):
+            raise SpecError("cwd: wants a directory")
+        self.command = [str(a) for a in command]
+        self.env = {str(k): str(v) for k, v in env.items()}
+        self.cwd = cwd
+
+    def execute(self, context: TaskContext) -> TaskResult:
+        try:
+            argv = [context.render(arg) for arg in self.command]
+            env = {**os.environ, **{k: context.render(v) for k, v in self.env.items()}}
+            cwd = os.path.expanduser(context.render(self.cwd)) if self.cwd else None
+        except ClerkError as exc:
+            return TaskResult(False, error_code=CONFIG, message=str(exc), recoverable=False)
+        if context.outputs_file is not None:
+            env["CLERK_OUTPUTS"] = str(context.outputs_file)
+        result = run_process(argv, env=env, cwd=cwd, context=context)
+        return read_outputs(result, context.outputs_file)
+
+
+def read_outputs(result: TaskResult, path: Path | None) -> TaskResult:
+    """Take a successful task's outputs from the JSON object it wrote to `path`."""
+    if not result.ok or path is None or not path.exists():
+        return result
+    try:
+        outputs = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError) as exc:
+        outputs = exc
+    if not isinstance(outputs, dict):
+        result.ok, result.error_code, result.recoverable = False, OUTPUTS, False
+        result.message = f"$CLERK_OUTPUTS must hold a JSON object, got: {outputs}"
+        return result
+    result.outputs = outputs
+    return result

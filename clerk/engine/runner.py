@@ -1,0 +1,641 @@
+"""The DAG runner: starts ready tasks within the limits, records every state change.
+
+One thread (the caller's) owns the schedule and every write to the store; each running
+attempt has a worker thread that calls its executor and posts the result on a queue.
+Limits: `max_workers` attempts at once over all runs (the global limit); CPU slots
+(`cpu_slots`, the machine's CPUs by default): the running tasks' `resources.cpu` add
+up to at most that; and a workflow's `parallelism`: at most that many of its tasks at
+once, over all its runs.
+A task is ready when every task it depends on has COMPLETED and its retry delay (if
+any) has passed; ready tasks start oldest run first, in the workflow's DAG order.
+
+Retries: a failed attempt is retried while it is recoverable and the task's
+`retry.max` allows, after `backoff * factor**(n-1)` seconds (capped at `max_backoff`)
+stretched by up to `jitter` (a fraction). The wait happens in this loop (a queue
+timeout); no process sleeps. A task that fails for good cancels every task downstream
+of it (error code `upstream_failed`); independent branches still run, and the run
+ends FAILED.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from clerk.config import redact
+from clerk.engine import api
+from clerk.engine.alerts import AlertChecker, AlertRule
+from clerk.engine.api import Executor, TaskContext, TaskResult
+from clerk.engine.fields import load_fields, render
+from clerk.engine.model import TaskSpec, Workflow
+from clerk.engine.recovery import kill_leftovers, proc_start_time
+from clerk.engine.runs import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FINISHED,
+    PAUSED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    TASK_DONE,
+    RunInfo,
+    RunStore,
+    TaskRunInfo,
+)
+from clerk.errors import ClerkError
+from clerk.rules.templates import sanitize_component
+
+log = logging.getLogger("clerk.engine")
+
+DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
+
+
+def output_fields(task: str, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A completed task's outputs as fields: `tasks.<task>.outputs.<key>`."""
+    return {f"tasks.{task}.outputs.{key}": value for key, value in outputs.items()}
+
+
+class RunClaimed(ClerkError):
+    """The run is being executed by another process."""
+
+
+@dataclass
+class _ActiveRun:
+    id: int
+    workflow: Workflow
+    fields: dict[str, Any]
+    executors: dict[str, Executor | str]  # an instance, or why it could not be built
+    status: dict[str, str]
+    attempts: dict[str, int]
+    next_at: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # of completed tasks
+    output_fields: dict[str, Any] = field(default_factory=dict)  # the same, as fields
+    dep_cursor: dict[str, int] = field(default_factory=dict)  # leading deps known satisfied
+    activated: set[str] = field(default_factory=set)  # fallback tasks standing in
+    fallback_for: dict[str, str] = field(default_factory=dict)  # fallback -> failed task
+    started: bool = False
+    deadline: float | None = None  # the workflow's timeout, as a time.time()
+    paused: bool = False
+    aborted: str | None = None  # why an `abort` strategy stopped the run
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class Runner:
+    """Executes runs already in the store (see `RunStore.create_run`) to their end."""
+
+    def __init__(
+        self,
+        db: Database,
+        executors: Mapping[str, type[Executor]],
+        *,
+        logs_dir: Path,
+        hooks: Any = None,
+        max_workers: int = 4,
+        kill_grace: float = 5.0,
+        log_limit: int = DEFAULT_LOG_LIMIT,
+        rng: random.Random | None = None,
+        cpu_slots: float | None = None,
+        alerts: list[AlertRule] | None = None,
+    ):
+        self.store = RunStore(db)
+        self.executor_classes = dict(executors)
+        self.logs_dir = logs_dir
+        self.hooks = hooks
+        self.max_workers = max(1, max_workers)
+        self.cpu_slots = cpu_slots if cpu_slots is not None else float(os.cpu_count() or 1)
+        self.alerts = AlertChecker(self.store, alerts, hooks) if alerts else None
+        self.kill_grace = kill_grace
+        self.log_limit = log_limit
+        self.rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
+        self._runs: dict[int, _ActiveRun] = {}
+        # (run, task) -> (workflow name, cpu slots it holds)
+        self._running: dict[tuple[int, str], tuple[str, float]] = {}
+        self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.results: dict[int, str] = {}
+        self._poll = 0.25  # how often to look for requests and queued runs
+        self._secrets: dict[tuple[int, str], list[str]] = {}
+
+    # --- entry point ----------------------------------------------------------------------
+    def execute(
+        self,
+        run_ids: Iterable[int],
+        *,
+        adopt: Callable[[], list[int]] | None = None,
+        poll: float = 0.25,
+    ) -> dict[int, str]:
+        """Run these runs to their end; returns each one's final status.
+
+        Every `poll` seconds the runner takes the requests other processes left on its
+        runs (`clerk runs cancel|pause|resume`), and asks `adopt`, when given, for more
+        run ids (queued runs) to take on; runs another process claimed are skipped.
+        Returns when no run is left (a paused run is let go once its tasks finished).
+        Ctrl-C (KeyboardInterrupt) cancels the runs: running process groups are killed,
+        the runs end CANCELLED, then the interrupt is raised again.
+        """
+        for run_id in run_ids:
+            self._load(run_id)
+        interrupted = False
+        self._poll = poll
+        next_poll = 0.0
+        while True:
+            try:
+                if time.monotonic() >= next_poll:
+                    if adopt is not None:
+                        self._adopt(adopt())
+                    self._take_requests()
+                    next_poll = time.monotonic() + poll
+                if not self._runs:
+                    break
+                self._start_ready()
+                self._wait()
+            except KeyboardInterrupt:
+                interrupted, adopt = True, None
+                for run_id in list(self._runs):
+                    self.cancel(run_id, "interrupted")
+        if interrupted:
+            raise KeyboardInterrupt
+        return dict(self.results)
+
+    def _adopt(self, run_ids: list[int]) -> None:
+        for run_id in run_ids:
+            if run_id not in self._runs and run_id not in self.results:
+                try:
+                    self._load(run_id)
+                except RunClaimed:
+                    continue
+
+    def cancel(self, run_id: int, reason: str = "cancelled", *, abort: bool = False) -> None:
+        """Stop a run: no new task starts, running attempts are killed (process groups).
+
+        `abort`: an `abort` strategy stopped it; the run ends FAILED, not CANCELLED.
+        """
+        run = self._runs.get(run_id)
+        if run is None or run.cancel.is_set():
+            return
+        run.cancel.set()
+        if abort:
+            run.aborted = reason
+        self.store.event(run_id, None, "run_aborting" if abort else "run_cancelling",
+                         {"reason": reason})  # fmt: skip
+        for name, status in run.status.items():
+            if status == PENDING:
+                code = "aborted" if abort else api.CANCELLED
+                self._set_final(run, name, CANCELLED, code, reason)
+        self._maybe_finish(run)
+
+    def pause(self, run_id: int) -> None:
+        """No new task of the run starts; running ones finish, then the run is let go."""
+        run = self._runs.get(run_id)
+        if run is None or run.paused or run.cancel.is_set():
+            return
+        run.paused = True
+        self.store.update_run(run_id, "run_paused", status=PAUSED)
+        self._maybe_release(run)
+
+    def resume(self, run_id: int) -> None:
+        run = self._runs.get(run_id)
+        if run is None or not run.paused:
+            return
+        run.paused = False
+        self.store.update_run(run_id, "run_resumed", status=RUNNING if run.started else PENDING)
+
+    def _take_requests(self) -> None:
+        for run_id, request in self.store.take_requests(list(self._runs)):
+            if request == "cancel":
+                self.cancel(run_id, "cancelled on request")
+            elif request == "pause":
+                self.pause(run_id)
+            elif request == "resume":
+                self.resume(run_id)
+
+    def _maybe_release(self, run: _ActiveRun) -> None:
+        """A paused run with nothing running goes back to the store, unclaimed."""
+        if run.paused and not any(key[0] == run.id for key in self._running):
+            self.store.update_run(run.id, runner_pid=None)
+            self._runs.pop(run.id, None)
+            self.results[run.id] = PAUSED
+
+    # --- loading --------------------------------------------------------------------------
+    def load(self, run_id: int) -> None:
+        """Claim a run for this runner (RunClaimed if another has it); `execute` runs it."""
+        self._load(run_id)
+
+    def _load(self, run_id: int) -> None:
+        info = self.store.run(run_id)
+        if info is None:
+            raise KeyError(f"no run {run_id}")
+        if info.status in FINISHED:
+            self.results[run_id] = info.status
+            return
+        if not self.store.claim(run_id):
+            raise RunClaimed(f"run {run_id} is being executed by process {info.runner_pid}")
+        workflow = self.store.definition(run_id)
+        rows = {t.task: t for t in self.store.tasks(run_id)}
+        run = _ActiveRun(
+            id=run_id,
+            workflow=workflow,
+            fields=load_fields(self.store.inputs_json(run_id)),
+            executors={name: self._build_executor(spec) for name, spec in workflow.tasks.items()},
+            status={name: row.status for name, row in rows.items()},
+            attempts={name: row.attempt for name, row in rows.items()},
+            started=info.started is not None,
+            paused=info.status == PAUSED,
+        )
+        if info.started and workflow.timeout:
+            run.deadline = info.started + workflow.timeout
+        for name, row in rows.items():
+            if row.status == PENDING and row.next_attempt_at:
+                run.next_at[name] = row.next_attempt_at
+            if row.status == COMPLETED:
+                run.outputs[name] = row.outputs
+                run.output_fields.update(output_fields(name, row.outputs))
+            spec = workflow.tasks.get(name)
+            if (
+                row.status == FAILED
+                and spec is not None
+                and spec.fallback
+                and (spec.on_failure.strategy(row.error_code) == "fallback")
+            ):
+                run.activated.add(spec.fallback)
+                run.fallback_for[spec.fallback] = name
+        self._runs[run_id] = run
+        self._recover(run, [row for row in rows.values() if row.status == RUNNING])
+        self._maybe_finish(run)
+
+    def _recover(self, run: _ActiveRun, interrupted: list[TaskRunInfo]) -> None:
+        """Tasks that were RUNNING when their runner died: kill what is left of them, then
+        treat the attempt as failed (recoverable), so the retry policy decides."""
+        for row in interrupted:
+            killed = kill_leftovers(row.pgid, row.proc_start)
+            data = {"strategy": "requeue", "killed_pgid": row.pgid if killed else None}
+            self.store.event(run.id, row.task, "recovery_started", data)
+            spec = run.workflow.tasks[row.task]
+            result = TaskResult(False, error_code=api.INTERRUPTED, recoverable=True,
+                                message="interrupted: its runner stopped while it ran")  # fmt: skip
+            run.status[row.task] = RUNNING
+            self._record(run, spec, result)
+
+    def _build_executor(self, spec: TaskSpec) -> Executor | str:
+        cls = self.executor_classes.get(spec.executor)
+        if cls is None:
+            known = ", ".join(sorted(self.executor_classes)) or "none"
+            return f"unknown executor {spec.executor!r} (registered: {known})"
+        try:
+            return cls(spec.config)
+        except Exception as exc:  # SpecError, or a plugin's bug: the task fails, not clerk
+            return f"executor {spec.executor!r} refused the task: {exc}"
+
+    # --- scheduling -----------------------------------------------------------------------
+    def _start_ready(self) -> None:
+        now = time.time()
+        self._enforce_deadlines(now)
+        for run in list(self._runs.values()):
+            if run.cancel.is_set() or run.paused:
+                continue
+            limit = run.workflow.parallelism
+            for name, spec in run.workflow.tasks.items():
+                if run.status[name] != PENDING or run.next_at.get(name, 0) > now:
+                    continue
+                if len(self._running) >= self.max_workers:
+                    return
+                if limit is not None and self._running_of(run.workflow.name) >= limit:
+                    break
+                if name in run.workflow.fallbacks and name not in run.activated:
+                    continue  # a fallback runs only in place of a failed task
+                if not self._deps_satisfied(run, spec):
+                    continue
+                if self._cpu_free(spec):
+                    self._start(run, spec)
+
+    def _enforce_deadlines(self, now: float) -> None:
+        """A workflow `timeout:` bounds the whole run: past it, the run is aborted."""
+        for run in list(self._runs.values()):
+            if run.deadline is not None and now >= run.deadline and not run.cancel.is_set():
+                timeout = run.workflow.timeout or 0
+                self.cancel(run.id, f"the workflow timed out after {timeout:g}s", abort=True)
+
+    def _deps_satisfied(self, run: _ActiveRun, spec: TaskSpec) -> bool:
+        """All of the task's dependencies are satisfied. Satisfaction never goes back
+        within a runner, so the deps already found satisfied are not looked at again
+        (a fan-in over 1,000 tasks would otherwise cost a million checks)."""
+        deps, index = spec.depends_on, run.dep_cursor.get(spec.name, 0)
+        while index < len(deps) and self._satisfied(run, deps[index]):
+            index += 1
+        run.dep_cursor[spec.name] = index
+        return index == len(deps)
+
+    def _satisfied(self, run: _ActiveRun, name: str) -> bool:
+        """Dependents of `name` may start: it completed, was skipped, or its fallback did."""
+        status = run.status[name]
+        if status in (COMPLETED, SKIPPED):
+            return True
+        fallback = run.workflow.tasks[name].fallback
+        return status == FAILED and fallback in run.activated and self._satisfied(run, fallback)
+
+    def _any_waiting(self, run: _ActiveRun) -> bool:
+        # from the end: in DAG order the last tasks are the last to be done
+        return any(self._may_run(run, name) for name in reversed(run.status))
+
+    def _may_run(self, run: _ActiveRun, name: str) -> bool:
+        return run.status[name] not in TASK_DONE and not (
+            name in run.workflow.fallbacks and name not in run.activated
+        )
+
+    def _waiting(self, run: _ActiveRun) -> list[str]:
+        """Tasks that may still run (an unused fallback never will)."""
+        return [name for name in run.status if self._may_run(run, name)]
+
+    def _running_of(self, workflow: str) -> int:
+        return sum(1 for name, _ in self._running.values() if name == workflow)
+
+    def _cpu_free(self, spec: TaskSpec) -> bool:
+        """Room for the task's `resources.cpu`; a task wanting more than there is at all
+        still runs, alone."""
+        if not spec.resources.cpu or not self._running:
+            return True
+        used = sum(cpu for _, cpu in self._running.values())
+        return used + spec.resources.cpu <= self.cpu_slots
+
+    def _start(self, run: _ActiveRun, spec: TaskSpec) -> None:
+        name = spec.name
+        attempt = run.attempts[name] + 1
+        run.attempts[name] = attempt
+        run.status[name] = RUNNING
+        run.next_at.pop(name, None)
+        base = self.logs_dir / str(run.id) / f"{sanitize_component(name)}.{attempt}"
+        stdout_log = base.with_name(base.name + ".out")
+        stderr_log = base.with_name(base.name + ".err")
+        if not run.started:
+            run.started = True
+            now = time.time()
+            if run.workflow.timeout:
+                run.deadline = now + run.workflow.timeout
+            self.store.update_run(run.id, "run_started", status=RUNNING, started=now)
+            self._call_hook("run_started", lambda: {"run": self._run_info(run.id)})
+        self.store.update_task(
+            run.id, name, "task_started", {"attempt": attempt}, status=RUNNING, attempt=attempt,
+            started=time.time(), finished=None, next_attempt_at=None, pid=None, pgid=None,
+            stdout_log=str(stdout_log), stderr_log=str(stderr_log),
+        )  # fmt: skip
+        self._running[(run.id, name)] = (run.workflow.name, spec.resources.cpu)
+        executor = run.executors[name]
+        if isinstance(executor, str):
+            self._inbox.put(("done", run.id, name, TaskResult(False, error_code=api.CONFIG,
+                                                              message=executor,
+                                                              recoverable=False)))  # fmt: skip
+            return
+        secrets = self._secrets.setdefault((run.id, name), [])  # resolved, to redact
+        secrets.clear()
+        fields = {**run.fields, **run.output_fields}
+        context = TaskContext(
+            run_id=run.id,
+            task=spec,
+            attempt=attempt,
+            render=lambda template, escape=None: render(template, fields, secrets, escape),
+            fields=run.fields,
+            stdout_log=stdout_log,
+            stderr_log=stderr_log,
+            log_limit=self.log_limit,
+            timeout=spec.timeout,
+            kill_grace=self.kill_grace,
+            cancel=run.cancel,
+            on_process=lambda pid, pgid: self._inbox.put(("process", run.id, name, pid, pgid)),
+            outputs_file=base.with_name(base.name + ".outputs.json"),
+            memory_limit=spec.resources.memory,
+            upstream=dict(run.outputs),  # a snapshot: the worker thread reads it
+        )
+        worker = threading.Thread(target=self._work, args=(run.id, name, executor, context),
+                                  name=f"clerk-task-{run.id}-{name}", daemon=True)  # fmt: skip
+        worker.start()
+
+    def _work(self, run_id: int, name: str, executor: Executor, context: TaskContext) -> None:
+        started = time.monotonic()
+        try:
+            result = executor.execute(context)
+        except Exception as exc:  # an executor's bug fails the attempt, not the runner
+            log.exception("executor for %s/%s raised", run_id, name)
+            result = TaskResult(False, error_code=api.EXECUTOR, recoverable=True,
+                                message=f"{type(exc).__name__}: {exc}")  # fmt: skip
+        if not result.wall:
+            result.wall = time.monotonic() - started
+        self._inbox.put(("done", run_id, name, result))
+
+    def _wait(self) -> None:
+        if not self._runs:
+            return
+        timeout = self._next_timer()
+        if timeout is None and not self._running:
+            self._unstick()
+            return
+        timeout = self._poll if timeout is None else min(timeout, self._poll)
+        try:
+            message = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._handle(message)
+        while True:  # take whatever else arrived meanwhile in the same turn
+            try:
+                self._handle(self._inbox.get_nowait())
+            except queue.Empty:
+                return
+
+    def _next_timer(self) -> float | None:
+        """Seconds until the earliest retry is due (None: no retry is waiting)."""
+        due = [at for run in self._runs.values() for at in run.next_at.values()]
+        due += [run.deadline for run in self._runs.values()
+                if run.deadline is not None and not run.cancel.is_set()]  # fmt: skip
+        return max(0.0, min(due) - time.time()) if due else None
+
+    def _unstick(self) -> None:
+        """Nothing runs and nothing waits, yet runs are open: their rest can never run."""
+        for run in list(self._runs.values()):
+            if run.paused:
+                self._maybe_release(run)
+                continue
+            for name in self._waiting(run):
+                self._set_final(run, name, CANCELLED, api.UPSTREAM,
+                                "its dependencies can no longer complete")  # fmt: skip
+            self._maybe_finish(run)
+
+    # --- results --------------------------------------------------------------------------
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind, run_id, name = message[:3]
+        run = self._runs.get(run_id)
+        if run is None:
+            return
+        if kind == "process":
+            self.store.update_task(run_id, name, pid=message[3], pgid=message[4],
+                                   proc_start=proc_start_time(message[3]))  # fmt: skip
+            return
+        result: TaskResult = message[3]
+        self._running.pop((run_id, name), None)
+        secrets = self._secrets.pop((run_id, name), [])
+        if secrets and result.message:  # a secret never reaches the store
+            result.message = redact(result.message, secrets)
+        self._record(run, run.workflow.tasks[name], result)
+        self._maybe_finish(run)
+
+    def _record(self, run: _ActiveRun, spec: TaskSpec, result: TaskResult) -> None:
+        name, attempt = spec.name, run.attempts[spec.name]
+        usage = {"finished": time.time(), "exit_code": result.exit_code, "wall": result.wall,
+                 "cpu_user": result.cpu_user, "cpu_sys": result.cpu_sys,
+                 "max_rss": result.max_rss}  # fmt: skip
+        if (
+            not result.ok
+            and result.error_code == api.EXIT
+            and (result.exit_code in spec.on_failure.business_exit_codes)
+        ):
+            result.error_code, result.recoverable = api.BUSINESS, False
+        if result.ok:
+            run.status[name] = COMPLETED
+            run.outputs[name] = result.outputs
+            run.output_fields.update(output_fields(name, result.outputs))
+            self.store.update_task(
+                run.id, name, "task_completed", {"attempt": attempt, "wall": round(result.wall, 3)},
+                status=COMPLETED, outputs=result.outputs, error_code=None, error=None,
+                recoverable=None, **usage,
+            )  # fmt: skip
+        elif self._should_retry(run, spec, result, attempt):
+            delay = self._retry_delay(spec, attempt)
+            run.status[name] = PENDING
+            run.next_at[name] = time.time() + delay
+            self.store.update_task(
+                run.id, name, "task_retried",
+                {"attempt": attempt, "delay": round(delay, 3), "error": result.message},
+                status=PENDING, next_attempt_at=run.next_at[name], error_code=result.error_code,
+                error=result.message, recoverable=result.recoverable, **usage,
+            )  # fmt: skip
+        else:
+            self._fail(run, spec, result, usage)
+        self._call_hook("task_finished", lambda: {"task_run": self._task_info(run.id, name)})
+
+    def _fail(self, run: _ActiveRun, spec: TaskSpec, result: TaskResult,
+              usage: dict[str, Any]) -> None:  # fmt: skip
+        """A failure retries did not (or may not) cure: apply the task's strategy."""
+        name = spec.name
+        stopped = result.error_code == api.CANCELLED or run.cancel.is_set()
+        strategy = "retry" if stopped else spec.on_failure.strategy(result.error_code)
+        status = CANCELLED if stopped else SKIPPED if strategy == "skip" else FAILED
+        run.status[name] = status
+        self.store.update_task(
+            run.id, name, "task_" + status.lower(),
+            {"attempt": run.attempts[name], "error_code": result.error_code,
+             "error": result.message, "strategy": strategy},
+            status=status, error_code=result.error_code, error=result.message,
+            recoverable=result.recoverable, **usage,
+        )  # fmt: skip
+        if status == SKIPPED:
+            return
+        if strategy == "fallback" and spec.fallback:
+            run.activated.add(spec.fallback)
+            run.fallback_for[spec.fallback] = name
+            self.store.event(run.id, name, "recovery_started",
+                             {"strategy": "fallback", "task": spec.fallback})  # fmt: skip
+            return
+        if strategy == "abort":
+            self.store.event(run.id, name, "recovery_started", {"strategy": "abort"})
+            self.cancel(run.id, f"task {name!r} failed: {result.message}", abort=True)
+            return
+        self._cancel_downstream(run, name)
+        primary = run.fallback_for.get(name)
+        if primary is not None:  # the stand-in failed too: the original's dependents wait in vain
+            self._cancel_downstream(run, primary)
+
+    def _should_retry(
+        self, run: _ActiveRun, spec: TaskSpec, result: TaskResult, attempt: int
+    ) -> bool:
+        return (
+            result.recoverable
+            and not run.cancel.is_set()
+            and result.error_code != api.CANCELLED
+            and spec.on_failure.strategy(result.error_code) == "retry"
+            and attempt <= spec.retry.max_retries
+        )
+
+    def _retry_delay(self, spec: TaskSpec, attempt: int) -> float:
+        policy = spec.retry
+        return policy.base_delay(attempt) * (1 + self.rng.uniform(0, max(0.0, policy.jitter)))
+
+    def _cancel_downstream(self, run: _ActiveRun, failed: str) -> None:
+        todo = run.workflow.dependents(failed)
+        while todo:
+            name = todo.pop()
+            if run.status[name] == PENDING:
+                self._set_final(run, name, CANCELLED, api.UPSTREAM,
+                                f"upstream task {failed!r} did not complete")  # fmt: skip
+                todo.extend(run.workflow.dependents(name))
+
+    def _set_final(self, run: _ActiveRun, name: str, status: str, code: str, message: str) -> None:
+        run.status[name] = status
+        run.next_at.pop(name, None)
+        self.store.update_task(
+            run.id, name, "task_" + status.lower(), {"error_code": code, "error": message},
+            status=status, error_code=code, error=message, recoverable=False,
+            finished=time.time(), next_attempt_at=None,
+        )  # fmt: skip
+
+    def _maybe_finish(self, run: _ActiveRun) -> None:
+        if self._any_waiting(run):
+            self._maybe_release(run)
+            return
+        if any(key[0] == run.id for key in self._running):
+            return  # a cancelled attempt is still being killed
+        for name in run.workflow.fallbacks - run.activated:
+            if run.status[name] == PENDING:
+                self._set_final(run, name, SKIPPED, "not_needed", "its task did not fail")
+        plain = [n for n in run.workflow.tasks if n not in run.workflow.fallbacks]
+        if all(self._satisfied(run, name) for name in plain) and not run.cancel.is_set():
+            final, error = COMPLETED, None
+        else:
+            final = CANCELLED if run.cancel.is_set() and not run.aborted else FAILED
+            error = run.aborted or self._first_error(run)
+        self.store.update_run(run.id, "run_" + final.lower(), {"error": error} if error else None,
+                              status=final, finished=time.time(), error=error)  # fmt: skip
+        self._runs.pop(run.id, None)
+        self.results[run.id] = final
+        self._call_hook("run_finished", lambda: {"run": self._run_info(run.id)})
+        if self.alerts is not None:
+            self.alerts.run_finished(self._run_info(run.id))
+
+    def _first_error(self, run: _ActiveRun) -> str | None:
+        for task in self.store.tasks(run.id):
+            if task.status == FAILED:
+                return f"task {task.task!r}: {task.error}"
+        for task in self.store.tasks(run.id):
+            if task.status == CANCELLED and task.error:
+                return f"task {task.task!r}: {task.error}"
+        return None
+
+    # --- hooks ----------------------------------------------------------------------------
+    def _run_info(self, run_id: int) -> RunInfo:
+        info = self.store.run(run_id)
+        assert info is not None
+        return info
+
+    def _task_info(self, run_id: int, name: str) -> TaskRunInfo:
+        info = self.store.task(run_id, name)
+        assert info is not None
+        return info
+
+    def _call_hook(self, name: str, arguments: Callable[[], dict[str, Any]]) -> None:
+        """Call a notification hook; its arguments are only built if a plugin listens."""
+        if self.hooks is None:
+            return
+        caller = getattr(self.hooks.hook, name, None)
+        if caller is None or not caller.get_hookimpls():
+            return
+        try:
+            caller(**arguments())
+        except Exception:  # a plugin's notification must not break a run
+            log.exception("plugin hook %s failed", name)
