@@ -217,14 +217,19 @@ def survivors(pid_file: Path) -> list[int]:
     # may take a second to start Python)
     assert pid_file.exists(), "the task was killed before it spawned its children"
     pids = [int(p) for p in pid_file.read_text().split()]
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
+    # SIGKILL is delivered asynchronously: give the kernel a moment (with a deadline)
+    deadline = time.monotonic() + 5
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def test_a_timeout_kills_the_whole_process_group(engine: Engine, tmp_path: Path) -> None:
