@@ -1,0 +1,165 @@
+"""The scan benchmark runs end to end on a small tree, and its checks catch a bad sort."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+FILES = 200
+TARGETS = {
+    "clerk ext: speedup over organize",
+    "clerk ext: time / raw rename loop",
+    "clerk mime: time / raw libmagic loop",
+    "clerk scan: peak RSS",
+    "clerk --help: median wall",
+}
+
+
+def load(name: str) -> ModuleType:
+    """Import benchmarks/<name>.py (benchmarks/ is scripts, not a package)."""
+    sys.path.insert(0, str(BENCHMARKS))  # bench_scan imports its sibling bench_harness
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def load_bench() -> ModuleType:
+    return load("bench_scan")
+
+
+def test_bench_scan_runs_and_verifies_every_contender(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    argv = [
+        sys.executable,
+        str(BENCHMARKS / "bench_scan.py"),
+        f"--files={FILES}",
+        "--subdirs=3",
+        "--skip-organize",
+        "--no-sync",
+        "--help-runs=2",
+        f"--work-dir={tmp_path / 'work'}",
+        f"--results={results}",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    data = json.loads(results.read_text())
+    runs = {(r["phase"], r["contender"].split()[0]): r for r in data["runs"]}
+    assert set(runs) == {("ext", "raw"), ("ext", "clerk"), ("ext", "organize-tool"),
+                         ("mime", "raw"), ("mime", "clerk")}  # fmt: skip
+    assert runs["ext", "organize-tool"]["skipped"] == "skipped: --skip-organize"
+    for key in [k for k in runs if k[1] != "organize-tool"]:
+        run = runs[key]
+        assert run["verified"], (key, run["problems"])
+        assert run["median_seconds"] > 0 and run["max_rss_mib"] > 0
+    # the extension phase leaves the files without an extension; by content all move
+    assert 0 < runs["ext", "clerk"]["moved"] == runs["ext", "raw"]["moved"] < FILES
+    assert runs["mime", "clerk"]["moved"] == runs["mime", "raw"]["moved"] == FILES
+
+    targets = {t["name"]: t for t in data["targets"]}
+    assert set(targets) == TARGETS
+    assert targets["clerk ext: speedup over organize"]["passed"] is None  # skipped
+    for name in TARGETS - {"clerk ext: speedup over organize"}:
+        assert isinstance(targets[name]["passed"], bool), targets[name]
+    assert len(data["help_ms"]["runs"]) == 2
+    assert "targets" in done.stdout and "clerk scan" in done.stdout
+    assert not (tmp_path / "work" / "runs" / "ext-clerk-scan").exists()  # cleaned after success
+
+
+def test_checks_catch_a_misplaced_and_a_lost_file(tmp_path: Path) -> None:
+    bench = load_bench()
+    names = {"a.png", "b.pdf", "c.mp3", "d.zip", "e"}
+    tree = bench.Tree(tmp_path, len(names), {"png": 1, "pdf": 1, "mp3": 1, "zip": 1, "text": 1})
+    tree.names = names
+    right = {"images": {"a.png"}, "documents": {"b.pdf"}, "music": {"c.mp3"}, "archives": {"d.zip"}}
+    assert bench.check_ext(bench.Sorted(right, remaining=1), tree) == []
+
+    swapped = dict(right, images={"b.pdf"}, documents={"a.png"})
+    problems = bench.check_ext(bench.Sorted(swapped, remaining=1), tree)
+    assert any(p.startswith("images:") for p in problems)
+
+    lost = dict(right, music=set())
+    problems = bench.check_ext(bench.Sorted(lost, remaining=1), tree)
+    assert any("lost or duplicated" in p for p in problems)
+
+    # by content, the file without an extension (a text kind) is a document
+    assert bench.check_mime(bench.Sorted(right, remaining=1), tree) != []
+    by_content = dict(right, documents={"b.pdf", "e"})
+    assert bench.check_mime(bench.Sorted(by_content, remaining=0), tree) == []
+
+
+def test_journal_check_wants_one_done_move_per_moved_file(tmp_path: Path) -> None:
+    bench = load_bench()
+    db = tmp_path / "clerk.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "CREATE TABLE ops (id INTEGER PRIMARY KEY, rule TEXT, kind TEXT, state TEXT, dst TEXT)"
+        )
+        conn.executemany(
+            "INSERT INTO ops (rule, kind, state, dst) VALUES (?, 'move', 'done', ?)",
+            [("images", "/o/images/a.png"), ("images", "/o/images/b.jpg"), ("music", "/o/m/c.mp3")],
+        )
+    found = {"images": {"a.png", "b.jpg"}, "music": {"c.mp3"}}
+    assert bench.check_journal(db, bench.Sorted(found, remaining=0)) == []
+
+    more = dict(found, music={"c.mp3", "d.mp3"})
+    assert bench.check_journal(db, bench.Sorted(more, remaining=0)) == [
+        "journal: 1 done moves for rule music, 2 files in its folder, 1 names differ"
+    ]
+    other = dict(found, images={"a.png", "x.png"})
+    assert bench.check_journal(db, bench.Sorted(other, remaining=0)) != []
+
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "INSERT INTO ops (rule, kind, state, dst) VALUES ('music', 'move', 'failed', '')"
+        )
+        conn.execute(
+            "INSERT INTO ops (rule, kind, state, dst) VALUES ('music', 'move', 'done', '/o/c.mp3')"
+        )
+    assert bench.check_journal(db, bench.Sorted(found, remaining=0)) == [
+        "journal: 1 move ops of rule music are failed",
+        "journal: 2 done moves for rule music, 1 files in its folder",
+    ]
+    assert bench.check_journal(tmp_path / "missing.db", bench.Sorted(found, 0)) != []
+
+
+@pytest.mark.parametrize("wrapper", ["gnu-time", "python-launcher"])
+def test_measure_reports_the_child_peak_rss_not_the_harness_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrapper: str
+) -> None:
+    harness = load("bench_harness")
+    if wrapper == "python-launcher":  # what runs where GNU time is missing
+        monkeypatch.setattr(harness, "_gnu_time", lambda: None)
+    elif harness._gnu_time() is None:
+        pytest.skip("GNU time is not installed")
+    ballast = bytearray(256 * 2**20)  # this process: well over 256 MiB resident
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    small = harness.measure(["true"], output=tmp_path / "true.log")
+    grow = "b = bytearray(96 * 2**20); b[::4096] = b'x' * len(b[::4096])"
+    big = harness.measure([sys.executable, "-c", grow], output=tmp_path / "big.log")
+    del ballast
+    assert small.returncode == 0 and small.max_rss_mib < 64
+    assert big.returncode == 0 and 96 < big.max_rss_mib < 256
+
+
+def test_measure_kills_a_process_that_overruns_its_timeout(tmp_path: Path) -> None:
+    harness = load("bench_harness")
+    slow = harness.measure(["sleep", "30"], output=tmp_path / "sleep.log", timeout=0.5)
+    assert slow.timed_out and slow.returncode != 0 and slow.seconds < 10
+    quick = harness.measure(["true"], output=tmp_path / "true.log", timeout=30)
+    assert not quick.timed_out and quick.returncode == 0
