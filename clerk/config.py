@@ -87,7 +87,7 @@ class Settings(_Strict):
     control_socket: Path | None = None
     http_listen: str | None = None
     trash_dir: Path | None = None
-    journal_batch: int = Field(default=500, ge=1, le=100_000)
+    journal_batch: int = Field(default=500, ge=1, le=10_000)
     # alert conditions on run metrics, e.g. "failure_rate > 0.2 over 10m" (docs/workflows.md)
     alerts: list[str | dict[str, Any]] = Field(default_factory=list)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -325,3 +325,18 @@ def test_keep_newest_spares_the_newest_per_group(world, write_rules, clerk) -> N
     for group in ("a", "b"):
         assert sorted(p.name for p in (world["inbox"] / group).iterdir()) == ["0.log", "1.log"]
     assert len(list((world["trash"] / "files").iterdir())) == 4
+
+
+def test_a_stale_catalog_row_gives_way_to_the_file_now_there(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    sort_rules(write_rules, world)
+    (world["inbox"] / "a.png").write_bytes(png(1))
+    clerk("scan", check=True)
+    (world["out"] / "images" / "a.png").unlink()  # gone behind clerk's back, not rescanned
+    (world["inbox"] / "a.png").write_bytes(png(2))
+    clerk("scan", "inbox", check=True)
+    assert (world["out"] / "images" / "a.png").read_bytes() == png(2)
+    rows = json.loads(clerk("files", "list", "--all", "--json", check=True).stdout)
+    placed = [r for r in rows if r["relpath"] == "images/a.png"]
+    assert len(placed) == 1 and placed[0]["state"] == "present"
+    assert placed[0]["size"] == len(png(2))
+    assert sorted(r["state"] for r in rows) == ["gone", "present"]

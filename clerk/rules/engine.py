@@ -368,8 +368,11 @@ class Engine:
     ) -> _FilePlan:
         plan = _FilePlan(file, [], [])
         current = file
+        moved_to: str | None = None  # where a planned move takes the file (view made lazily)
         last_request: int | None = None
         for rule in self.rules_for(file.root.name, trigger, rule_names):
+            if moved_to is not None:
+                current, moved_to = self._view_at(current, moved_to), None
             fields: dict[str, Any] = {}
             try:
                 if not self._matcher(rule)(current, fields):
@@ -381,20 +384,18 @@ class Engine:
             gone = False
             for step in rule.actions:
                 action = step.action
-                target = Target(
-                    current,
-                    current.path,
-                    current.fields(fields),
-                    self.renderer,
-                    rule.name,
-                    self.dry_run,
-                )
                 if isinstance(action, EffectAction):
                     plan.steps.append(_Step(rule.name, action, fields))
                     continue
                 if gone:
                     plan.error = f"rule {rule.name}: {step.name} after the file was removed"
                     break
+                if moved_to is not None:
+                    current, moved_to = self._view_at(current, moved_to), None
+                target = Target(
+                    current, current.path, current.fields(fields), self.renderer, rule.name,
+                    self.dry_run,
+                )  # fmt: skip
                 try:
                     request = action.request(target)  # type: ignore[attr-defined]
                 except ClerkError as exc:
@@ -412,7 +413,7 @@ class Engine:
                 last_request = len(requests) - 1
                 plan.steps.append(_Step(rule.name, action, fields, last_request))  # type: ignore[arg-type]
                 if request.kind in _RELOCATING and request.dst:
-                    current = self._view_at(current, request.dst)
+                    moved_to = request.dst
                 elif request.kind in _REMOVING or (
                     request.kind == "archive" and not request.options.get("keep_source")
                 ):
@@ -480,12 +481,8 @@ class Engine:
             ]
         results: list[OpResult] = self.fileops.execute(requests, batch=batch_id)
         for result in results:
-            if result.status == "done" and result.dst:
-                try:
-                    st = os.lstat(result.dst)
-                    self._handled.add((st.st_dev, st.st_ino))
-                except OSError:
-                    pass
+            if result.status == "done" and result.dst_inode is not None and result.dst_dev:
+                self._handled.add((result.dst_dev, result.dst_inode))
             if self._notify_op:
                 self._call_hook("op_done", None, result=result)
         return results

@@ -18,10 +18,11 @@ from sqlite_utils import Database
 
 from clerk.fileops.types import OpResult
 from clerk.rules.model import RootSet
-from clerk.store import from_db, to_db
+from clerk.store import from_db, to_db, write_txn
 
 COLUMNS = "id, root, relpath, size, mtime_ns, dev, inode, mime, hash, tags, attrs, state"
 _CHUNK = 500  # keeps every IN (...) well under SQLite's variable limit
+ID_BLOCK = 4096  # file ids reserved per commit
 
 
 @dataclass
@@ -97,6 +98,7 @@ def decode_attrs(text: str | None) -> dict[str, Any]:
 class Catalog:
     def __init__(self, db: Database):
         self.db = db
+        self._next_id = self._block_end = 0  # ids reserved but not handed out yet
 
     # --- reads ---------------------------------------------------------------------------
     def rows_for(self, root: str, relpaths: Sequence[str]) -> dict[str, CatalogRow]:
@@ -157,19 +159,25 @@ class Catalog:
 
     # --- writes (the caller owns the transaction) -----------------------------------------
     def reserve_ids(self, count: int) -> int:
-        """Reserve `count` consecutive file ids (in their own small commit); the first.
+        """Reserve `count` consecutive file ids; returns the first.
 
         Ids come from the `sequences` table, never from max(id): rows may be written
-        after their id is handed out, and another process may be cataloguing too.
+        after their id is handed out, and another process may be cataloguing too. They
+        are taken from the table in blocks (one small commit per block); ids of a block
+        this process never uses are simply never used.
         """
-        from clerk.store import write_txn
-
-        with write_txn(self.db) as conn:
-            (first,) = conn.execute(
-                "UPDATE sequences SET next = next + ? WHERE name = 'files' RETURNING next - ?",
-                (count, count),
-            ).fetchone()
-        return int(first)
+        if self._next_id + count > self._block_end:
+            block = max(count, ID_BLOCK)
+            with write_txn(self.db) as conn:
+                (first,) = conn.execute(
+                    "UPDATE sequences SET next = next + ? WHERE name = 'files'"
+                    " RETURNING next - ?",
+                    (block, block),
+                ).fetchone()
+            self._next_id, self._block_end = int(first), int(first) + block
+        first = self._next_id
+        self._next_id += count
+        return first
 
     def insert_new(self, rows: Sequence[CatalogRow], now: float | None = None) -> None:
         """Insert rows in one statement; rows without an id get one reserved first.
@@ -186,15 +194,25 @@ class Catalog:
             for offset, row in enumerate(missing):
                 row.id = first + offset
         conn = self.db.conn
+        insert = (
+            "INSERT OR IGNORE INTO files (id, root, relpath, size, mtime_ns, dev, inode, mime,"
+            " hash, tags, attrs, state, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        )
+        before = conn.total_changes
+        conn.executemany(insert, [(row.id, *self._values(row), now, now) for row in rows])
+        if conn.total_changes - before == len(rows):
+            return  # the common case: no stale row claimed any of these places
+        # some place was still claimed by a row whose file is gone: it loses the place
+        inserted = {r[0] for r in conn.execute(
+            f"SELECT id FROM files WHERE id IN ({','.join('?' * len(rows))})",
+            [row.id for row in rows],
+        )}  # fmt: skip
+        missing = [row for row in rows if row.id not in inserted]
         conn.executemany(
             "UPDATE files SET relpath = NULL, state = 'gone' WHERE root = ? AND relpath = ?",
-            [(r.root, to_db(r.relpath)) for r in rows if r.state == "present"],
+            [(r.root, to_db(r.relpath)) for r in missing if r.state == "present"],
         )
-        conn.executemany(
-            "INSERT INTO files (id, root, relpath, size, mtime_ns, dev, inode, mime, hash,"
-            " tags, attrs, state, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(row.id, *self._values(row), now, now) for row in rows],
-        )
+        conn.executemany(insert, [(row.id, *self._values(row), now, now) for row in missing])
 
     def update(self, rows: Sequence[CatalogRow], now: float | None = None) -> None:
         """Rewrite known rows by id (new location, facts, tags, state).
