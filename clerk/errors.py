@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
+
+# NamedTuples rather than dataclasses: this module is imported by `clerk --help`, and
+# the dataclasses module costs it a few milliseconds.
 
 
-@dataclass(frozen=True, order=True)
-class Location:
+class Location(NamedTuple):
     """Where something was written: a file and a 1-based line and column (0 when unknown)."""
 
     file: str
@@ -19,8 +21,7 @@ class Location:
         return self.file
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """One thing wrong with the configuration, reported as `file:line:col: message`."""
 
     where: Location

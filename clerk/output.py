@@ -6,11 +6,9 @@ scripts that use `--json` do not pay for it.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -30,7 +28,7 @@ def listing_options(func: F) -> F:
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
+    if hasattr(value, "isoformat"):  # datetime, date
         return value.isoformat()
     if isinstance(value, set | frozenset | tuple):
         return sorted(value) if isinstance(value, set | frozenset) else list(value)
@@ -40,6 +38,8 @@ def _default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
+    import json
+
     # ASCII escapes keep non-UTF-8 names exact: json.loads gives back the surrogate escapes
     return json.dumps(value, default=_default, indent=2, ensure_ascii=True)
 
@@ -58,6 +58,8 @@ def print_rows(
 ) -> None:
     """Rows as JSON, newline-delimited JSON, or a table."""
     if as_nl:
+        import json
+
         for row in rows:
             click.echo(json.dumps(row, default=_default, ensure_ascii=True))
         return
