@@ -47,30 +47,34 @@ def load_documents(path: Path, text: str | None = None) -> tuple[list[Any], list
 
 def key_location(file: str, node: Any, key: Any) -> Location:
     """Where `key` of mapping `node` (or item `key` of a sequence) was written."""
-    try:
-        if isinstance(node, CommentedMap):
-            line, col = node.lc.key(key)
-            return Location(file, line + 1, col + 1)
-        if isinstance(node, CommentedSeq):
-            line, col = node.lc.item(key)
-            return Location(file, line + 1, col + 1)
-    except (KeyError, IndexError, TypeError, AttributeError):
-        pass
-    return node_location(file, node)
+    return _position(file, node, key, "key")
 
 
 def value_location(file: str, node: Any, key: Any) -> Location:
-    """Where the value under `key` of mapping `node` was written."""
+    """Where the value under `key` of mapping `node` was written.
+
+    An empty value (`key:` with nothing after it) has no place of its own: its key's.
+    """
+    try:
+        empty = node[key] is None
+    except (KeyError, IndexError, TypeError):
+        empty = True
+    return _position(file, node, key, "key" if empty else "value")
+
+
+def _position(file: str, node: Any, key: Any, part: str) -> Location:
     try:
         if isinstance(node, CommentedMap):
-            line, col = node.lc.value(key)
+            line, col = node.lc.key(key) if part == "key" else node.lc.value(key)
             return Location(file, line + 1, col + 1)
         if isinstance(node, CommentedSeq):
             line, col = node.lc.item(key)
             return Location(file, line + 1, col + 1)
     except (KeyError, IndexError, TypeError, AttributeError):
         pass
-    return key_location(file, node, key)
+    if part == "value":
+        return _position(file, node, key, "key")
+    return node_location(file, node)
 
 
 def node_location(file: str, node: Any) -> Location:

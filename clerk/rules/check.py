@@ -375,11 +375,7 @@ class _WorkflowChecker:
         return key_location(self.file, node, key)
 
     def value_at(self, node: Any, key: Any) -> Location:
-        try:
-            empty = node[key] is None
-        except (KeyError, IndexError, TypeError):
-            empty = True
-        return self.key_at(node, key) if empty else value_location(self.file, node, key)
+        return value_location(self.file, node, key)
 
     def check(self, source: WorkflowSource) -> None:
         self.file = source.file

@@ -293,11 +293,7 @@ class _DocReader:
 
     def value_at(self, node: Any, key: Any) -> Location:
         """The value's position; an empty value (`key:`) points at its key instead."""
-        try:
-            empty = node[key] is None
-        except (KeyError, IndexError, TypeError):
-            empty = True
-        return self.key_at(node, key) if empty else value_location(self.file, node, key)
+        return value_location(self.file, node, key)
 
     def node_at(self, node: Any) -> Location:
         return node_location(self.file, node)
