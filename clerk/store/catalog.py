@@ -170,8 +170,7 @@ class Catalog:
             block = max(count, ID_BLOCK)
             with write_txn(self.db) as conn:
                 (first,) = conn.execute(
-                    "UPDATE sequences SET next = next + ? WHERE name = 'files'"
-                    " RETURNING next - ?",
+                    "UPDATE sequences SET next = next + ? WHERE name = 'files' RETURNING next - ?",
                     (block, block),
                 ).fetchone()
             self._next_id, self._block_end = int(first), int(first) + block
