@@ -41,6 +41,20 @@ SORT = """\
 """
 
 
+def move_everything(write_rules: Callable[[str], Path], world: dict[str, Path]) -> None:
+    """One rule: every file of the inbox goes to out/ under its own name."""
+    out = world["out"]
+    rules(
+        write_rules,
+        world,
+        f"""\
+  - name: all
+    in: inbox
+    actions: [{{move: "{out}/{{name}}"}}]
+""",
+    )
+
+
 def sort_rules(write_rules: Callable[[str], Path], world: dict[str, Path]) -> None:
     rules(write_rules, world, SORT.replace("{out}", str(world["out"])))
 
@@ -175,15 +189,7 @@ def test_destination_outside_roots_is_refused(world, write_rules, clerk, tmp_pat
 
 def test_awkward_names(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
     out = world["out"]
-    rules(
-        write_rules,
-        world,
-        f"""\
-  - name: all
-    in: inbox
-    actions: [{{move: "{out}/{{name}}"}}]
-""",
-    )
+    move_everything(write_rules, world)
     names = [b"with space.txt", b"new\nline.txt", b"-rf", b"--help", b"caf\xe9-latin1.txt",
              b"$(touch pwned)"]  # fmt: skip
     for name in names:
@@ -203,15 +209,7 @@ def test_awkward_names(world, write_rules, clerk) -> None:  # type: ignore[no-un
 
 def test_symlinks_and_fifos_are_left_alone(world, write_rules, clerk, tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = world["out"]
-    rules(
-        write_rules,
-        world,
-        f"""\
-  - name: all
-    in: inbox
-    actions: [{{move: "{out}/{{name}}"}}]
-""",
-    )
+    move_everything(write_rules, world)
     target = tmp_path / "secret.txt"
     target.write_text("outside")
     os.symlink(target, world["inbox"] / "link.txt")
