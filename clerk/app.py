@@ -44,6 +44,7 @@ class App:
             autoload=plugins.autoload,
             plugins_dir=self.config.plugins_dir,
             strict=plugins.strict,
+            settings=plugins.settings,
         )
 
     @property

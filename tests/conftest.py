@@ -71,3 +71,45 @@ def run_clerk(*args: str, check: bool = False, env: dict[str, str] | None = None
 @pytest.fixture
 def clerk() -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
     yield run_clerk
+
+
+PLUGIN_PACKAGES = REPO / "plugins"
+
+
+@pytest.fixture(scope="session")
+def install_plugin(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`install_plugin("clerk-exif")` pip-installs the drop-in package `plugins/clerk-exif`
+    into a directory of its own (once per session) and returns it: put it on PYTHONPATH.
+
+    A real `pip install` of the package, its entry points included, but with `--no-deps`
+    into a `--target` directory so the test venv itself is never changed; the libraries
+    the packages need (Pillow, apprise, dask) come from `plugins/test-requirements.txt`,
+    which `scripts/test` installs.
+    """
+    installed: dict[str, Path] = {}
+
+    def install(name: str) -> Path:
+        if name not in installed:
+            target = tmp_path_factory.mktemp(f"site-{name}")
+            subprocess.run(
+                [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                 "--no-deps", "--no-build-isolation", "--no-cache-dir", "--target",
+                 str(target), str(PLUGIN_PACKAGES / name)],
+                check=True, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            installed[name] = target
+        return installed[name]
+
+    return install
+
+
+def plugin_env(*sites: Path, **extra: str) -> dict[str, str]:
+    """Environment for a `clerk` subprocess that autoloads the packages in `sites`
+    (pass it as `env=` to `run_clerk` or to subprocess calls)."""
+    env = dict(os.environ)
+    env["CLERK_DISABLE_PLUGIN_AUTOLOAD"] = ""  # empty is off; run_clerk merges os.environ
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, sites), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
+    env.update(extra)
+    return env

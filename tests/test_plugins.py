@@ -130,3 +130,69 @@ def test_plugins_list_cli(plugins_dir: Path, clerk_home: Path, clerk) -> None:  
     only = json.loads(clerk("plugins", "list", "--all", "--hook", "register_actions",
                             "--json", check=True).stdout)  # fmt: skip
     assert [r["name"] for r in only] == ["clerk.plugins.builtin.actions"]
+
+
+CONFIGURED = """
+from clerk.plugins.api import Filter, SpecError, Verdict, hookimpl, resolve_secrets
+
+SEEN = {}
+
+class Secret(Filter):
+    def match(self, file):
+        return Verdict(resolve_secrets(SEEN["token"]) in file.name, "token in name")
+
+@hookimpl
+def configure(settings):
+    if "token" not in settings:
+        raise SpecError("settings need a token")
+    SEEN.update(settings)
+
+@hookimpl
+def register_filters(register):
+    register("secret", Secret)
+"""
+
+
+def test_configure_gives_each_plugin_its_own_settings(
+    plugins_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (plugins_dir / "configured.py").write_text(CONFIGURED)
+    (plugins_dir / "even.py").write_text(GOOD)
+    monkeypatch.setenv("CLERK_TEST_TOKEN", "s3cret")
+    settings = {"configured": {"token": "${env:CLERK_TEST_TOKEN}"}, "even": {"x": 1}}
+    pm = make_plugin_manager(plugins_dir=plugins_dir, settings=settings)
+    assert not pm.failures
+    module = pm.get_plugin("configured")
+    assert module.SEEN == {"token": "${env:CLERK_TEST_TOKEN}"}  # given unresolved
+    assert module.Secret(True).match(FileInfoStub("a-s3cret.txt")).matched
+
+
+class FileInfoStub:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_a_plugin_that_refuses_its_settings_is_reported_and_dropped(
+    plugins_dir: Path, clerk_home: Path, clerk
+) -> None:  # type: ignore[no-untyped-def]
+    (plugins_dir / "configured.py").write_text(CONFIGURED)
+    (plugins_dir / "even.py").write_text(GOOD)
+    pm = make_plugin_manager(plugins_dir=plugins_dir, settings={})
+    assert [(f.name, f.error) for f in pm.failures] == [
+        ("configured", "configure: SpecError: settings need a token")
+    ]
+    assert not pm.has_plugin("configured") and "secret" not in pm.registry().filters
+    assert "even" in pm.registry().filters
+    with pytest.raises(PluginError, match="settings need a token"):
+        make_plugin_manager(plugins_dir=plugins_dir, strict=True)
+    # the same through config.yaml and the CLI
+    (clerk_home / "config.yaml").write_text(
+        f"plugins:\n  dir: {plugins_dir}\n  settings:\n    configured: {{tokn: x}}\n"
+    )
+    rows = {r["name"]: r for r in json.loads(clerk("plugins", "list", "--json").stdout)}
+    assert "settings need a token" in rows["configured"]["error"]
+    (clerk_home / "config.yaml").write_text(
+        f"plugins:\n  dir: {plugins_dir}\n  settings:\n    configured: {{token: x}}\n"
+    )
+    rows = {r["name"]: r for r in json.loads(clerk("plugins", "list", "--json").stdout)}
+    assert rows["configured"]["hooks"] == ["configure", "register_filters"]

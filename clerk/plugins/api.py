@@ -35,6 +35,7 @@ from clerk.errors import RenderError, SpecError
 from clerk.fileops.types import OpRequest, OpResult
 from clerk.plugins.hookspecs import hookimpl
 from clerk.rules.fileinfo import FileInfo
+from clerk.secrets import SecretError, resolve_secrets
 
 if TYPE_CHECKING:
     from clerk.rules.templates import Renderer
@@ -181,8 +182,10 @@ __all__ = [
     "OpRequest",
     "OpResult",
     "RenderError",
+    "SecretError",
     "SpecError",
     "Target",
     "Verdict",
     "hookimpl",
+    "resolve_secrets",
 ]

@@ -7,8 +7,8 @@ return value is ignored and an exception in one is recorded, never fatal to cler
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -22,6 +22,21 @@ if TYPE_CHECKING:
 
 hookspec = pluggy.HookspecMarker("clerk")
 hookimpl = pluggy.HookimplMarker("clerk")
+
+
+@hookspec
+def configure(settings: Mapping[str, Any]) -> None:
+    """Receive this plugin's own settings from config.yaml, once, right after loading.
+
+    ``settings`` is the mapping under ``plugins.settings.<plugin name>`` (the entry point
+    name, or the file name without ``.py`` for a loose file); an empty mapping when the
+    config has none. Values are given as written: a secret reference like
+    ``${env:SLACK_URL}`` stays unresolved; resolve it with
+    `clerk.plugins.api.resolve_secrets` at the moment it is used, and never log or store
+    the result. Raise `SpecError` for settings that are wrong: the plugin is then
+    reported as failed (by name, with the message) and clerk goes on without it, or
+    refuses to start with ``plugins.strict: true``.
+    """
 
 
 @hookspec

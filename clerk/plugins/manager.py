@@ -18,7 +18,7 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from importlib.metadata import entry_points
@@ -108,7 +108,13 @@ def make_plugin_manager(
     autoload: bool = True,
     plugins_dir: Path | None = None,
     strict: bool = False,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ClerkPluginManager:
+    """Load the built-ins, then entry-point and loose-file plugins, and configure them.
+
+    `settings` is `plugins.settings` from config.yaml: each plugin's `configure` hook
+    gets its own section.
+    """
     pm = ClerkPluginManager()
     from clerk import __version__
 
@@ -117,7 +123,7 @@ def make_plugin_manager(
         pm.sources[module_name] = "builtin"
         pm.versions[module_name] = __version__
     if os.environ.get("CLERK_DISABLE_PLUGIN_AUTOLOAD") or not autoload:
-        _finish(pm, strict)
+        _finish(pm, strict, settings or {})
         return pm
     env_allow = os.environ.get("CLERK_LOAD_PLUGINS")
     if env_allow is not None:
@@ -137,7 +143,7 @@ def make_plugin_manager(
             if path.name.startswith("_") or not wanted(path.stem):
                 continue
             _register(pm, path.stem, f"file:{path}", None, partial(_load_file, path))
-    _finish(pm, strict)
+    _finish(pm, strict, settings or {})
     return pm
 
 
@@ -169,7 +175,9 @@ def _load_file(path: Path) -> ModuleType:
     return module
 
 
-def _finish(pm: ClerkPluginManager, strict: bool) -> None:
+def _finish(
+    pm: ClerkPluginManager, strict: bool, settings: Mapping[str, Mapping[str, Any]]
+) -> None:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -177,11 +185,26 @@ def _finish(pm: ClerkPluginManager, strict: bool) -> None:
         if plugin_name:
             pm.unregister(name=plugin_name)
         pm.failures.append(PluginFailure(plugin_name or "?", "validation", str(exc)))
+    _configure(pm, settings)
     if os.environ.get("CLERK_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda text: log.debug("%s", text.rstrip()))
         pm.enable_tracing()
     if strict and pm.failures:
         raise PluginError("\n".join(str(f) for f in pm.failures))
+
+
+def _configure(pm: ClerkPluginManager, settings: Mapping[str, Mapping[str, Any]]) -> None:
+    """Give each plugin its own settings; a plugin that refuses them is dropped."""
+    for impl in pm.hook.configure.get_hookimpls():
+        try:
+            impl.function(settings=dict(settings.get(impl.plugin_name) or {}))
+        except Exception as exc:
+            source = pm.sources.get(impl.plugin_name, "?")
+            pm.unregister(name=impl.plugin_name)
+            pm.failures.append(
+                PluginFailure(impl.plugin_name, source, f"configure: {type(exc).__name__}: {exc}")
+            )
+            log.error("plugin %s refused its settings: %s", impl.plugin_name, exc)
 
 
 def build_registry(pm: pluggy.PluginManager) -> Registry:
