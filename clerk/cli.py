@@ -442,8 +442,12 @@ def _find_file(ctx: click.Context, spec: str) -> Any:
 @json_option
 @click.pass_context
 def files_show(ctx: click.Context, file: str, as_json: bool) -> None:
-    """Show what the catalog knows about FILE (a path or a catalog id)."""
-    row = _find_file(ctx, file).as_dict()
+    """Show what the catalog knows about FILE (a path or a catalog id), and its errors."""
+    from clerk.store.events import file_errors
+
+    found = _find_file(ctx, file)
+    row = found.as_dict()
+    row["errors"] = [e["error"] for e in file_errors(app(ctx).db(readonly=True), found.id)]
     if as_json:
         print_json(row)
         return
@@ -493,6 +497,21 @@ def plugins_list(
                   "error": f.error} for f in pm.failures]  # fmt: skip
     print_rows(rows, ["name", "version", "source", "hooks", "error"], as_json=as_json,
                as_nl=as_nl)  # fmt: skip
+
+
+@plugins.command(name="new")
+@click.argument("name")
+@click.option("--dir", "parent", type=click.Path(file_okay=False), default=".",
+              show_default=True, help="Where to create the clerk-NAME directory.")  # fmt: skip
+def plugins_new(name: str, parent: str) -> None:
+    """Create a plugin package clerk-NAME to start from (filter, classifier, tests)."""
+    from pathlib import Path
+
+    from clerk.plugins.scaffold import scaffold
+
+    root = scaffold(name, Path(parent), __version__)
+    click.echo(f"created {root}")
+    click.echo(f"next: cd {root} && pip install -e '.[test]' && pytest")
 
 
 # --- db -------------------------------------------------------------------------------------

@@ -196,3 +196,37 @@ def test_a_plugin_that_refuses_its_settings_is_reported_and_dropped(
     )
     rows = {r["name"]: r for r in json.loads(clerk("plugins", "list", "--json").stdout)}
     assert rows["configured"]["hooks"] == ["configure", "register_filters"]
+
+
+# Which test exercises each hook for real (a plugin implementing it, called by clerk).
+# Adding a hook without a test fails `test_every_hook_has_a_test`.
+HOOK_TESTS = {
+    "alert": "test_engine_alerts.py::test_alerts_fire_once_per_window_and_reach_the_hook",
+    "configure": "test_plugins.py::test_configure_gives_each_plugin_its_own_settings",
+    "file_classified": "test_docs.py::test_plugin_event_examples_receive_events",
+    "op_done": "test_docs.py::test_plugin_event_examples_receive_events",
+    "register_actions": "test_docs.py::test_plugin_filter_action_and_classifier_examples_work",
+    "register_classifiers": "test_plugin_packages.py::"
+    "test_a_hook_raising_on_one_file_is_recorded_and_the_daemon_goes_on",
+    "register_commands": "test_docs.py::test_plugin_command_example_runs",
+    "register_executors": "test_engine_hooks.py::test_the_documented_executor_and_run_hooks_work",
+    "register_filters": "test_plugins.py::test_loose_file_plugin_adds_a_filter",
+    "run_finished": "test_engine_hooks.py::test_the_documented_executor_and_run_hooks_work",
+    "run_started": "test_engine_hooks.py::test_the_documented_executor_and_run_hooks_work",
+    "task_finished": "test_engine_hooks.py::test_the_documented_executor_and_run_hooks_work",
+}
+
+
+def test_every_hook_has_a_test() -> None:
+    import ast
+
+    assert sorted(HOOK_TESTS) == hookspecs.hook_names()
+    tests_dir = Path(__file__).parent
+    for hook, node in HOOK_TESTS.items():
+        file, _, name = node.partition("::")
+        tree = ast.parse((tests_dir / file).read_text(encoding="utf-8"))
+        functions = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+        assert name in functions, f"{hook}: {node} does not exist"
+        # the test (or the module it lives in, for doc-example fixtures) names the hook
+        source = (tests_dir / file).read_text(encoding="utf-8")
+        assert hook in source or "plugin_examples" in source or "doc_example" in source, node

@@ -164,6 +164,7 @@ class Engine:
         self._rules_cache: dict[tuple[str, str], list[Rule]] = {}
         self._handled: set[tuple[int, int]] = set()  # (dev, inode) acted on in this run
         self._matchers: dict[int, Matcher] = {}
+        self._fact_errors: list[str] = []  # classifier/MIME/hash failures, for the summary
 
     # --- entry points ----------------------------------------------------------------------
     def scan(
@@ -226,6 +227,9 @@ class Engine:
         summary = summary or Summary()
         for batch in _chunks(candidates, self.batch_size):
             self._process_batch(batch, trigger, summary, rule_names, seen_ids)
+            for message in self._fact_errors:
+                summary.error(message)
+            self._fact_errors.clear()
             if progress is not None:
                 progress(len(batch))
         return summary
@@ -691,7 +695,9 @@ class Engine:
         return on_error
 
     def _fact_error(self, file: FileInfo, what: str, exc: Exception) -> None:
-        self._record_file_error(file, f"{what} failed: {type(exc).__name__}: {exc}")
+        message = f"{what} failed: {type(exc).__name__}: {exc}"
+        self._fact_errors.append(f"{file.path}: {message}")
+        self._record_file_error(file, message)
 
     def _record_file_error(self, file: FileInfo, message: str) -> None:
         log.warning("%s: %s", file.path, message)
