@@ -230,3 +230,41 @@ def test_every_hook_has_a_test() -> None:
         # the test (or the module it lives in, for doc-example fixtures) names the hook
         source = (tests_dir / file).read_text(encoding="utf-8")
         assert hook in source or "plugin_examples" in source or "doc_example" in source, node
+
+
+SOMETIMES = """
+from clerk.plugins.api import Classifier, hookimpl
+
+class Photo(Classifier):
+    namespace = "photo"
+    attributes = frozenset({"taken"})
+
+    def classify(self, file):
+        return {"taken": "2024"} if file.name.startswith("dated") else {}
+
+@hookimpl
+def register_classifiers(register):
+    register(Photo())
+"""
+
+
+def test_an_attribute_a_file_lacks_has_no_value_rather_than_being_unknown(
+    plugins_dir: Path, clerk_home: Path, tmp_path: Path, clerk
+) -> None:  # type: ignore[no-untyped-def]
+    (plugins_dir / "sometimes.py").write_text(SOMETIMES)
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    (inbox / "dated.jpg").write_text("a")
+    (inbox / "undated.jpg").write_text("b")
+    (clerk_home / "config.yaml").write_text(f"plugins: {{dir: {plugins_dir}}}\n")
+    (clerk_home / "rules.d").mkdir()
+    (clerk_home / "rules.d" / "r.yaml").write_text(
+        f"roots: {{inbox: {inbox}, out: {{path: {out}, watch: false}}}}\n"
+        f"rules:\n  - {{name: by-date, in: inbox, actions: "
+        f"[{{move: '{out}/{{photo.taken}}/{{name}}'}}]}}\n"
+    )
+    result = clerk("scan", "--json")
+    assert (out / "2024" / "dated.jpg").exists()
+    assert (inbox / "undated.jpg").exists()
+    errors = json.loads(result.stdout)["errors"]
+    assert any("field {photo.taken} has no value for this file" in e for e in errors), errors

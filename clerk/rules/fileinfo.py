@@ -240,6 +240,8 @@ class TemplateFields(Mapping[str, Any]):
             values = f.attrs(namespace)
             if attr in values:
                 return values[attr]
+            if namespace in getattr(f._facts, "classifiers", ()):
+                return None  # a known classifier had nothing for this file: "has no value"
         raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
