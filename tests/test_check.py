@@ -580,3 +580,25 @@ def test_downloads_example_with_the_demo_overrides(tmp_path: Path) -> None:
     assert destinations and all(d.startswith(f"{tmp_path}/Organized/") for d in destinations)
     sweep = ruleset.rule("old-installers")
     assert sweep is not None and sweep.schedule == "0 3 * * *" and sweep.is_lifecycle
+
+
+def test_a_misspelt_attribute_in_an_attr_filter_is_caught(tmp_path: Path) -> None:
+    """It would otherwise never match, silently."""
+    registry = make_plugin_manager().registry()  # the built-in attr filter and stat classifier
+    problems = check(
+        tmp_path,
+        """
+        roots: {inbox: /tmp/i}
+        rules:
+          - name: r
+            in: inbox
+            match:
+              - attr: {stat.ownr: root, stat.mode: "0644"}
+            actions: []
+        """,
+        registry,
+    )
+    assert [p.message for p in problems] == [
+        "classifier 'stat' has no attribute 'ownr' (did you mean 'owner'?)"
+    ]
+    assert spots(problems)[0].startswith("6:")

@@ -73,6 +73,11 @@ class Filter(ABC):
         """Classifier namespaces this filter reads (so `clerk check` can verify them)."""
         return frozenset()
 
+    def attributes(self) -> frozenset[str]:
+        """Classifier attributes this filter reads, as `namespace.attribute` names
+        (so `clerk check` can catch a misspelt one instead of never matching)."""
+        return frozenset()
+
     @abstractmethod
     def match(self, file: FileInfo) -> Verdict:
         """Decide whether `file` matches."""

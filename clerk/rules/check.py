@@ -233,6 +233,10 @@ class _Checker:
                         f"{node.name} reads {namespace}.*, but "
                         + unknown("classifier", namespace, self.registry.classifiers),
                     )
+            reads = getattr(node.filter, "attributes", frozenset)  # duck-typed plugin filters
+            attributes = self.plugin_call(node.where, what, reads)
+            for name in sorted(attributes or ()):
+                self.check_attribute_name(name, node.where)
         try:
             return _fields_of(rule.match)
         except Exception as exc:  # a plugin's provides() is broken
@@ -259,6 +263,18 @@ class _Checker:
             elif fields.complete:
                 choices = [*STANDARD_FIELDS, *fields.possible]
                 self.error(where, f"unknown field {{{name}}} in {template!r}{hint(name, choices)}")
+
+    def check_attribute_name(self, name: str, where: Location) -> None:
+        """An attribute a filter reads: a misspelt one would silently never match."""
+        namespace, _, attribute = name.partition(".")
+        classifier = self.registry.classifiers.get(namespace)
+        attributes = getattr(classifier, "attributes", None) or frozenset()
+        if classifier is not None and attributes and attribute not in attributes:
+            self.error(
+                where,
+                f"classifier {namespace!r} has no attribute {attribute!r}"
+                f"{hint(attribute, attributes)}",
+            )
 
     def check_attribute_field(self, name: str, template: str, where: Location) -> None:
         namespace, _, attribute = name.partition(".")

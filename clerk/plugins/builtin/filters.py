@@ -362,12 +362,18 @@ class AttrFilter(Filter):
     def namespaces(self) -> frozenset[str]:
         return frozenset(ns for ns, _, _ in self.tests)
 
+    def attributes(self) -> frozenset[str]:
+        return frozenset(f"{ns}.{attr}" for ns, attr, _ in self.tests)
+
     def match(self, file: FileInfo) -> Verdict:
         for namespace, attr, want in self.tests:
             have = file.attrs(namespace).get(attr)
             if not _attr_matches(have, want):
                 return Verdict(False, f"{namespace}.{attr} is {have!r}")
-        return Verdict(True, "attributes match")
+        return Verdict(
+            True, ", ".join(f"{ns}.{attr} {file.attrs(ns).get(attr)!r} ~ {want!r}"
+                            for ns, attr, want in self.tests),
+        )  # fmt: skip
 
 
 def _attr_matches(have: Any, want: Any) -> bool:
