@@ -11,7 +11,7 @@ from conftest import Receiver, make_target
 
 from clerk.plugins.api import SpecError
 
-SECRET_PATH = "/hook/T0ps3cr3t-t0ken"  # noqa: S105 (a made-up token the tests look for)
+SECRET_PATH = "/hook/T0ps3cr3t-t0ken"  # a made-up token the tests look for
 
 
 def test_renders_and_sends_title_and_body(tmp_path: Path, receiver: Receiver) -> None:
