@@ -265,6 +265,21 @@ def test_check_accepts_dask_tasks_and_points_at_mistakes(
     assert f"{path}:{_line_of(path, 'executor: dsak')}:" in output
     assert "did you mean 'dask'?" in output
 
+    # the executor's own keys: `scheduler:` is known; a wrong value is an error at file:line
+    path.write_text(
+        path.read_text()
+        .replace("executor: dsak", "executor: dask", 1)
+        .replace('        call: "clerk_dask_e2e_tasks:measure"\n',
+                 '        call: "clerk_dask_e2e_tasks:measure"\n        scheduler: tcp://127.0.0.1:1\n'
+                 '        env: {A: b}\n', 1)
+    )  # fmt: skip
+    bad = run_clerk("check", env=plugin_env(dask_site))
+    output = bad.stdout + bad.stderr
+    assert bad.returncode == 1, output
+    assert "unknown task key 'scheduler'" not in output
+    first = _line_of(path, "executor: dask")
+    assert f"{path}:{first}:" in output and "dask task:" in output, output
+
 
 def _line_of(path: Path, text: str) -> int:
     lines = path.read_text().splitlines()

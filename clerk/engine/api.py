@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from clerk.engine.model import TaskSpec
 
@@ -80,6 +80,10 @@ class TaskResult:
 
 class Executor(ABC):
     """Base of every executor; see the module docstring."""
+
+    #: the task keys this executor reads beside the engine's own (`clerk check` accepts
+    #: them without a warning and builds the executor to validate a task's values)
+    keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Mapping[str, Any]):
         self.config = dict(config)

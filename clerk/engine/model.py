@@ -114,6 +114,11 @@ _ENGINE_KEYS = frozenset(
 _RENAMED = {"workingDir": "cwd"}
 
 
+def executor_config(task: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a task that go to its executor (everything the engine does not own)."""
+    return {_RENAMED.get(k, k): v for k, v in task.items() if k not in _ENGINE_KEYS}
+
+
 def build_workflows(raw: Mapping[str, Any]) -> dict[str, Workflow]:
     """Every workflow of a rule set (`RuleSet.workflows`), by name."""
     task_resources = {
@@ -210,7 +215,7 @@ def _task(
         raise WorkflowError(f"task {name!r} needs an executor:")
     deps = raw.get("dependsOn" if resource else "depends_on", [])
     deps = [deps] if isinstance(deps, str) else list(deps or [])
-    config = {_RENAMED.get(k, k): v for k, v in raw.items() if k not in _ENGINE_KEYS}
+    config = executor_config(raw)
     retry_key = "retryPolicy" if resource else "retry"
     return TaskSpec(
         name=name,

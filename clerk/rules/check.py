@@ -35,7 +35,7 @@ from clerk.rules.templates import template_fields
 from clerk.units import parse_duration, parse_size
 from clerk.yamlsrc import key_location, node_location, value_location
 
-BUILTIN_EXECUTORS: tuple[str, ...] = ("shell", "python", "http", "dask")
+BUILTIN_EXECUTORS: tuple[str, ...] = ("shell", "python", "http")
 _CALL = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _CPU = re.compile(r"^\d+(\.\d+)?m?$")  # 2, 0.5 or Kubernetes-style 500m
 
@@ -89,15 +89,23 @@ def check_rules(ruleset: RuleSet, registry: Registry, *, check_paths: bool = Tru
         checker.check_rule(rule)
     checker.check_duplicate_rules()
     workflows = _WorkflowChecker(checker.problems, _executors(registry), ruleset)
+    workflows.plugin_executors = {
+        name: cls
+        for name, cls in (getattr(registry, "executors", None) or {}).items()
+        if name not in BUILTIN_EXECUTORS
+    }
     for source in _workflow_sources(ruleset):
         workflows.check(source)
     return checker.problems
 
 
 def _executors(registry: Registry) -> list[str]:
-    # executors are not registered through plugins yet; accept any the registry grows
+    # the built-ins are known even to a registry built by hand (tests); plugins add more
     extra = getattr(registry, "executors", None) or {}
-    return [*BUILTIN_EXECUTORS, *(name for name in extra if isinstance(name, str))]
+    return [
+        *BUILTIN_EXECUTORS,
+        *(n for n in extra if isinstance(n, str) and n not in BUILTIN_EXECUTORS),
+    ]
 
 
 def _workflow_sources(ruleset: RuleSet) -> list[WorkflowSource]:
@@ -383,6 +391,7 @@ class _WorkflowChecker:
         loaded = ruleset if isinstance(ruleset, LoadedRuleSet) else None
         sources = loaded.workflow_sources if loaded else {}
         self.task_resources = sorted(n for n, s in sources.items() if s.form == "Task")
+        self.plugin_executors: dict[str, Any] = {}  # name -> class, for plugins' own keys
 
     def error(self, where: Location, message: str, severity: str = "error") -> None:
         self.problems.append(Problem(where, message, severity))
@@ -447,7 +456,9 @@ class _WorkflowChecker:
 
     def check_task(self, task: Any, dialect: _Dialect, name: int | None) -> str | None:
         """Check one task; return its name (tasks in a workflow need one)."""
-        self.check_keys(task, dialect.task_keys, "task key")
+        plugin = self.plugin_executors.get(task.get("executor"))
+        own_keys = tuple(getattr(plugin, "keys", ()) or ())
+        self.check_keys(task, (*dialect.task_keys, *own_keys), "task key")
         task_name = None
         if name is not None:
             task_name = task.get("name")
@@ -486,7 +497,9 @@ class _WorkflowChecker:
                 self.value_at(task, "executor"), unknown("executor", executor, self.executors)
             )
             return
-        if executor == "shell":
+        if executor in self.plugin_executors:
+            self.check_plugin_task(task, self.plugin_executors[executor])
+        elif executor == "shell":
             self.check_command(task)
         elif executor == "python":
             self.check_call(task)
@@ -495,6 +508,21 @@ class _WorkflowChecker:
             if not isinstance(url, str) or not url.strip():
                 where = self.value_at(task, "url") if "url" in task else self.node_at(task)
                 self.error(where, "an http task needs url: (like https://example.org/hook)")
+
+    def check_plugin_task(self, task: Any, cls: Any) -> None:
+        """Build a plugin's executor with the task's own keys, as a run would: its
+        SpecError (a bad or missing key) is an error here, at the task's executor."""
+        from clerk.engine.model import executor_config
+
+        try:
+            cls(executor_config(task))
+        except SpecError as exc:
+            self.error(self.value_at(task, "executor"), f"{task['executor']} task: {exc}")
+        except Exception as exc:  # a plugin bug must not crash `clerk check`
+            self.error(
+                self.value_at(task, "executor"),
+                f"executor {task['executor']!r} failed on this task: {type(exc).__name__}: {exc}",
+            )
 
     def check_command(self, task: Any) -> None:
         command = task.get("command")
