@@ -268,3 +268,32 @@ def test_an_attribute_a_file_lacks_has_no_value_rather_than_being_unknown(
     assert (inbox / "undated.jpg").exists()
     errors = json.loads(result.stdout)["errors"]
     assert any("field {photo.taken} has no value for this file" in e for e in errors), errors
+
+
+CLASSIFIED_LOG = """
+from clerk.plugins.api import hookimpl
+
+@hookimpl
+def file_classified(file):
+    pass
+"""
+
+
+def test_trace_plugins_logs_hook_calls(
+    plugins_dir: Path, clerk_home: Path, tmp_path: Path, clerk
+) -> None:  # type: ignore[no-untyped-def]
+    (plugins_dir / "listener.py").write_text(CLASSIFIED_LOG)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.txt").write_text("a")
+    (clerk_home / "config.yaml").write_text(f"plugins: {{dir: {plugins_dir}}}\n")
+    (clerk_home / "rules.d").mkdir()
+    (clerk_home / "rules.d" / "r.yaml").write_text(
+        f"roots: {{inbox: {inbox}}}\nrules:\n  - {{name: r, in: inbox, match: {{name: zzz}},"
+        " actions: [{tag: x}]}\n"
+    )
+    quiet = clerk("-vv", "scan", check=True)
+    assert "file_classified" not in quiet.stderr
+    traced = clerk("-vv", "scan", env={"CLERK_TRACE_PLUGINS": "1"}, check=True)
+    assert "file_classified [hook]" in traced.stderr, traced.stderr
+    assert "a.txt" in traced.stderr  # with its arguments
