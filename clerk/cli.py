@@ -1,6 +1,8 @@
 """The `clerk` command line. Commands are thin: they parse, call a module, print.
 
-Heavy modules are imported inside the commands so that `clerk --help` stays fast.
+This module holds only the top-level group: every command lives in a module imported
+when it runs (`register_lazy` below; clerk's own are in `clerk.commands`), so that
+`clerk --help` costs little more than importing click.
 """
 
 from __future__ import annotations
@@ -11,14 +13,40 @@ from typing import Any
 import click
 
 from clerk import __version__
-from clerk.errors import ClerkError, ConfigError
-from clerk.output import json_option, listing_options, print_json, print_rows, printable
+
+
+class _Context(click.Context):
+    def make_formatter(self) -> click.HelpFormatter:
+        """click's formatter, told the terminal width: measuring it through
+        `shutil.get_terminal_size` would import shutil (and its compression modules)
+        for every `clerk --help`."""
+        width = self.terminal_width
+        if width is None and click.formatting.FORCED_WIDTH is None:
+            width = max(min(_terminal_columns(), self.max_content_width or 80) - 2, 50)
+        return self.formatter_class(width=width, max_width=self.max_content_width)
+
+
+def _terminal_columns() -> int:
+    """What `shutil.get_terminal_size().columns` says: $COLUMNS, the terminal, or 80."""
+    import os
+
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
 
 
 class ClerkGroup(click.Group):
     """Turns errors a user can fix into messages (exit 1) instead of tracebacks, and
     adds commands from plugins (`register_commands`) when they are first needed."""
 
+    context_class = _Context
     _plugins_loaded = False
 
     #: commands that live in other rooms, imported only when used (keeps `--help` fast):
@@ -37,6 +65,8 @@ class ClerkGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        from clerk.errors import ClerkError, ConfigError
+
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
@@ -154,436 +184,6 @@ def cli(config: str | None, profile: str | None, verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-# --- init / check / scan / explain ----------------------------------------------------------
-
-
-@cli.command()
-@click.option("--force", is_flag=True, help="Overwrite existing starter files.")
-@click.pass_context
-def init(ctx: click.Context, force: bool) -> None:
-    """Write a commented starter config.yaml and rules.d/starter.yaml."""
-    from clerk.starter import write_starter
-
-    paths = app(ctx).config.paths
-    for path, status in write_starter(paths, force=force):
-        click.echo(f"{status}: {path}")
-
-
-@cli.command()
-@json_option
-@click.pass_context
-def check(ctx: click.Context, as_json: bool) -> None:
-    """Check config and rule files; report every problem as file:line:col: message."""
-    ruleset, problems = app(ctx).check()
-    errors = [p for p in problems if p.severity == "error"]
-    if as_json:
-        print_json(
-            {
-                "ok": not errors,
-                "files": [str(f) for f in ruleset.files],
-                "rules": len(ruleset.rules),
-                "problems": [
-                    {"where": str(p.where), "severity": p.severity, "message": p.message}
-                    for p in problems
-                ],
-            }
-        )
-    else:
-        for problem in problems:
-            click.echo(str(problem))
-        if not errors:
-            click.echo(
-                f"ok: {len(ruleset.rules)} rules, {len(ruleset.roots)} roots, "
-                f"{len(ruleset.files)} files"
-            )
-        else:
-            click.echo(f"{len(errors)} error{'s' if len(errors) != 1 else ''} found", err=True)
-    if errors:
-        ctx.exit(1)
-
-
-@cli.command()
-@click.argument("targets", nargs=-1)
-@click.option("--dry-run", "-n", is_flag=True, help="Show what would happen; change nothing.")
-@click.option("--no-run", is_flag=True, help="Queue the runs `run:` actions start; execute none.")
-@click.option(
-    "--rule", "rules", multiple=True, help="Only this rule (repeatable); also runs lifecycle rules."
-)
-@click.option("--root", "root_overrides", multiple=True, metavar="NAME=PATH",
-              help="Use PATH for root NAME (try rules on a copy).")  # fmt: skip
-@json_option
-@click.pass_context
-def scan(
-    ctx: click.Context,
-    targets: tuple[str, ...],
-    dry_run: bool,
-    no_run: bool,
-    rules: tuple[str, ...],
-    root_overrides: tuple[str, ...],
-    as_json: bool,
-) -> None:
-    """Apply the rules once to every file in the roots (or TARGETS: root names or paths).
-
-    One walk serves all rules; the first matching rule wins unless it says
-    `continue: true`. Every operation is journaled and can be undone with `clerk undo`.
-    """
-    from clerk.app import parse_root_overrides
-    from clerk.output import progress
-
-    a = app(ctx)
-    ruleset = a.rules(parse_root_overrides(root_overrides))
-    for warning in a.warnings:
-        click.echo(str(warning), err=True)
-    if not dry_run:
-        recovered = a.recover(ruleset)
-        if recovered:
-            click.echo(f"recovered {len(recovered)} interrupted operation(s)", err=True)
-    engine = a.engine(ruleset, dry_run=dry_run, keep_outcomes=as_json or dry_run)
-    root_names = [t for t in targets if t in ruleset.roots]
-    paths = [t for t in targets if t not in ruleset.roots]
-    if root_names and paths:
-        raise ClerkError("give either root names or paths, not both")
-    with progress("scanning", enabled=not as_json) as advance, _runs_queued_only(no_run):
-        summary = engine.scan(paths, root_names=root_names, rule_names=rules, progress=advance)
-    if as_json:
-        print_json({**summary.as_dict(), "files": [o.as_dict() for o in summary.outcomes]})
-    else:
-        _print_scan(summary, dry_run)
-    if summary.failed:
-        ctx.exit(1)
-
-
-def _runs_queued_only(no_run: bool) -> Any:
-    """With --no-run, `run:` actions queue their runs and no worker starts."""
-    import contextlib
-
-    if not no_run:
-        return contextlib.nullcontext()
-    from clerk.engine.queue import queue_only, run_sink
-
-    return run_sink(queue_only)
-
-
-def _print_scan(summary: Any, dry_run: bool) -> None:
-    if dry_run:
-        for outcome in summary.outcomes:
-            for op in outcome.ops:
-                dst = f" -> {printable(op.dst)}" if op.dst else ""
-                click.echo(f"[{op.rule}] {op.kind} {printable(op.src)}{dst}")
-            for effect in outcome.effects:
-                click.echo(f"[{', '.join(outcome.rules)}] {effect} {printable(outcome.path)}")
-            if outcome.error:
-                click.echo(f"error: {printable(outcome.path)}: {outcome.error}", err=True)
-    else:
-        for error in summary.errors:
-            click.echo(f"error: {printable(error)}", err=True)
-    counts = summary.planned if dry_run else summary.done
-    acted = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing"
-    verb = "would do" if dry_run else "done"
-    click.echo(
-        f"{summary.seen} files seen, {summary.matched} matched; {verb}: {acted}; "
-        f"{summary.skipped} skipped, {summary.failed} failed ({summary.elapsed:.2f}s)"
-    )
-    if summary.batches and not dry_run:
-        click.echo(f"undo with: clerk undo --batch {summary.batches[0]}"
-                   + (" (and the other batches of this scan)" if len(summary.batches) > 1 else ""))  # fmt: skip # noqa: E501
-
-
-@cli.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--root", "root_overrides", multiple=True, metavar="NAME=PATH",
-              help="Use PATH for root NAME.")  # fmt: skip
-@json_option
-@click.pass_context
-def explain(ctx: click.Context, path: str, root_overrides: tuple[str, ...], as_json: bool) -> None:
-    """Show how every rule judges PATH: each filter's verdict and where it would go.
-
-    Changes nothing.
-    """
-    from clerk.app import parse_root_overrides
-
-    a = app(ctx)
-    ruleset = a.rules(parse_root_overrides(root_overrides))
-    engine = a.engine(ruleset, dry_run=True)
-    report = engine.explain(path)
-    if as_json:
-        print_json(report)
-        return
-    click.echo(f"{printable(report['path'])}  (root {report['root']}, {report['relpath']})")
-    facts = report["facts"]
-    click.echo(f"  size {facts['size']}, modified {facts['mtime']}"
-               + (f", mime {facts['mime']}" if facts["mime"] else ""))  # fmt: skip
-    for entry in report["rules"]:
-        if "error" in entry:
-            click.echo(f"rule {entry['rule']}: error: {entry['error']}")
-            continue
-        mark = "MATCH" if entry["matched"] else "no"
-        kind = " (lifecycle)" if entry["lifecycle"] else ""
-        click.echo(f"rule {entry['rule']}{kind}: {mark}")
-        for f in entry["filters"]:
-            click.echo(f"    {'+' if f['matched'] else '-'} {f['filter']}: {f['reason']}")
-        for line in entry["actions"]:
-            click.echo(f"    => {printable(line)}")
-    applied = report["would_apply"]
-    click.echo(f"first matching rule: {applied}" if applied else "no rule matches")
-
-
-# --- undo -----------------------------------------------------------------------------------
-
-
-@cli.command()
-@click.argument("op_id", required=False, type=int)
-@click.option("--last", type=int, help="Undo the last N operations.")
-@click.option("--batch", help="Undo every operation of a batch (as printed by scan).")
-@click.option("--since", help="Undo operations newer than this (e.g. 1h, 30m).")
-@click.option("--dry-run", "-n", is_flag=True, help="Show what would be undone.")
-@json_option
-@click.pass_context
-def undo(
-    ctx: click.Context,
-    op_id: int | None,
-    last: int | None,
-    batch: str | None,
-    since: str | None,
-    dry_run: bool,
-    as_json: bool,
-) -> None:
-    """Reverse journaled operations while the files are still as clerk left them.
-
-    Undoing an undo redoes it. Refuses, per file, with a reason when the world changed.
-    """
-    import dataclasses
-    import time
-
-    from clerk.store.catalog import Catalog
-    from clerk.store.journal import select_ops
-    from clerk.units import parse_duration
-
-    if sum(x is not None for x in (op_id, last, batch, since)) != 1:
-        raise click.UsageError("give exactly one of OP_ID, --last N, --batch ID, --since AGE")
-    a = app(ctx)
-    ruleset = a.rules()
-    cutoff = time.time() - parse_duration(since) if since else None
-    ids = select_ops(a.store, op_id=op_id, last=last, batch=batch, since=cutoff)
-    if not ids:
-        raise ClerkError("no operation to undo matches")
-    results = a.fileops(ruleset, dry_run=dry_run).undo(ids, dry_run=dry_run)
-    if not dry_run:
-        with a.store.atomic():
-            Catalog(a.store).apply_results(results, ruleset.roots)
-    if as_json:
-        print_json([dataclasses.asdict(r) for r in results])
-    else:
-        for r in results:
-            dst = f" -> {printable(r.dst)}" if r.dst else ""
-            reason = f": {r.error}" if r.error else ""
-            click.echo(f"{r.status}: {r.kind} {printable(r.src)}{dst}{reason}")
-    if any(r.status == "failed" for r in results):
-        ctx.exit(1)
-
-
-# --- files ----------------------------------------------------------------------------------
-
-
-@cli.group()
-def files() -> None:
-    """Query the file catalog."""
-
-
-@files.command(name="list")
-@click.option("--root", help="Only files in this root.")
-@click.option("--mime", help="MIME glob, like image/*.")
-@click.option("--tag", help="Only files with this tag.")
-@click.option("--path", "glob", help="Glob on the path relative to the root.")
-@click.option("--all", "show_all", is_flag=True, help="Include files that left their root.")
-@click.option("--limit", type=int, default=None, help="At most this many rows.")
-@listing_options
-@click.pass_context
-def files_list(
-    ctx: click.Context,
-    root: str | None,
-    mime: str | None,
-    tag: str | None,
-    glob: str | None,
-    show_all: bool,
-    limit: int | None,
-    as_json: bool,
-    as_nl: bool,
-) -> None:
-    """List catalogued files."""
-    from clerk.store.catalog import Catalog
-
-    catalog = Catalog(app(ctx).db(readonly=True))
-    rows = catalog.query(root=root, mime=mime, tag=tag, glob=glob,
-                         state=None if show_all else "present", limit=limit)  # fmt: skip
-    print_rows([r.as_dict() for r in rows], ["id", "root", "relpath", "size", "mime", "tags",
-               "state"], as_json=as_json, as_nl=as_nl)  # fmt: skip
-
-
-def _find_file(ctx: click.Context, spec: str) -> Any:
-    import os
-
-    from clerk.store.catalog import Catalog
-
-    a = app(ctx)
-    catalog = Catalog(a.db(readonly=True))
-    if spec.isdigit():
-        row = catalog.by_id(int(spec))
-    else:
-        located = a.rules().roots.locate(os.path.normpath(os.path.abspath(spec)))
-        row = catalog.get(located[0].name, located[1]) if located else None
-    if row is None:
-        raise ClerkError(f"{spec} is not in the catalog (run `clerk scan` first?)")
-    return row
-
-
-@files.command(name="show")
-@click.argument("file")
-@json_option
-@click.pass_context
-def files_show(ctx: click.Context, file: str, as_json: bool) -> None:
-    """Show what the catalog knows about FILE (a path or a catalog id), and its errors."""
-    from clerk.store.events import file_errors
-
-    found = _find_file(ctx, file)
-    row = found.as_dict()
-    row["errors"] = [e["error"] for e in file_errors(app(ctx).db(readonly=True), found.id)]
-    if as_json:
-        print_json(row)
-        return
-    for key, value in row.items():
-        click.echo(f"{key:>9}: {value if value not in (None, [], {}) else ''}")
-
-
-@files.command(name="history")
-@click.argument("file")
-@listing_options
-@click.pass_context
-def files_history(ctx: click.Context, file: str, as_json: bool, as_nl: bool) -> None:
-    """Every operation FILE (a path or a catalog id) went through, oldest first."""
-    from clerk.store.journal import history
-
-    row = _find_file(ctx, file)
-    ops = history(app(ctx).db(readonly=True), file_id=row.id)
-    print_rows(ops, ["id", "created", "kind", "rule", "src", "dst", "state", "error"],
-               as_json=as_json, as_nl=as_nl)  # fmt: skip
-
-
-# --- plugins --------------------------------------------------------------------------------
-
-
-@cli.group()
-def plugins() -> None:
-    """Inspect plugins."""
-
-
-@plugins.command(name="list")
-@click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
-@click.option("--hook", help="Only plugins implementing this hook.")
-@listing_options
-@click.pass_context
-def plugins_list(
-    ctx: click.Context, show_all: bool, hook: str | None, as_json: bool, as_nl: bool
-) -> None:
-    """List loaded plugins with version, source and hooks (and any that failed)."""
-    pm = app(ctx).pm
-    rows: list[dict[str, Any]] = [
-        {"name": i.name, "version": i.version, "source": i.source, "hooks": i.hooks}
-        for i in pm.plugin_infos()
-        if (show_all or i.source != "builtin") and (hook is None or hook in i.hooks)
-    ]
-    if hook is None:
-        rows += [{"name": f.name, "version": None, "source": f.source, "hooks": [],
-                  "error": f.error} for f in pm.failures]  # fmt: skip
-    print_rows(rows, ["name", "version", "source", "hooks", "error"], as_json=as_json,
-               as_nl=as_nl)  # fmt: skip
-
-
-@plugins.command(name="new")
-@click.argument("name")
-@click.option("--dir", "parent", type=click.Path(file_okay=False), default=".",
-              show_default=True, help="Where to create the clerk-NAME directory.")  # fmt: skip
-def plugins_new(name: str, parent: str) -> None:
-    """Create a plugin package clerk-NAME to start from (filter, classifier, tests)."""
-    from pathlib import Path
-
-    from clerk.plugins.scaffold import scaffold
-
-    root = scaffold(name, Path(parent), __version__)
-    click.echo(f"created {root}")
-    click.echo(f"next: cd {root} && pip install -e '.[test]' && pytest")
-
-
-# --- db -------------------------------------------------------------------------------------
-
-
-@cli.group()
-def db() -> None:
-    """Look after the SQLite store."""
-
-
-@db.command(name="path")
-@click.pass_context
-def db_path(ctx: click.Context) -> None:
-    """Print where the store is."""
-    click.echo(str(app(ctx).config.store_path))
-
-
-@db.command(name="stats")
-@json_option
-@click.pass_context
-def db_stats(ctx: click.Context, as_json: bool) -> None:
-    """Row counts, file states, journal states and sizes."""
-    from clerk.store.maintenance import stats
-
-    data = stats(app(ctx).config.store_path)
-    if as_json:
-        print_json(data)
-        return
-    for key, value in data.items():
-        click.echo(f"{key}: {value}")
-
-
-@db.command(name="check")
-@click.pass_context
-def db_check(ctx: click.Context) -> None:
-    """Run SQLite's integrity and foreign-key checks; exit 1 on problems."""
-    from clerk.store.maintenance import integrity_problems
-
-    problems = integrity_problems(app(ctx).config.store_path)
-    for problem in problems:
-        click.echo(problem)
-    if problems:
-        ctx.exit(1)
-    click.echo("ok")
-
-
-@db.command(name="backup")
-@click.argument("dest", type=click.Path(dir_okay=False))
-@click.pass_context
-def db_backup(ctx: click.Context, dest: str) -> None:
-    """Copy the store to DEST consistently, even while the daemon writes to it."""
-    from clerk.store.maintenance import backup
-
-    pages = backup(app(ctx).config.store_path, dest)
-    click.echo(f"backed up {pages} pages to {dest}")
-
-
-# --- demo -----------------------------------------------------------------------------------
-
-
-@cli.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False), default="demo",
-              show_default=True, help="Where to create the demo.")  # fmt: skip
-@click.pass_context
-def demo(ctx: click.Context, directory: str) -> None:
-    """Create a demo inbox of real files and organize it with the shipped example rules."""
-    from clerk.demo import run_demo
-
-    code = run_demo(directory)
-    ctx.exit(code)
-
-
 def register_lazy(name: str, target: str, short_help: str) -> None:
     """Add a command that lives in another module ("clerk.daemon.cli:daemon").
 
@@ -593,7 +193,40 @@ def register_lazy(name: str, target: str, short_help: str) -> None:
     ClerkGroup.lazy_commands[name] = (target, short_help)
 
 
-# Other rooms add their commands here, one line each: name, module:attribute, short help.
+# clerk's own commands: name, module:attribute, short help (the first line of its help).
+_ORGANIZE = "clerk.commands.organize"
+register_lazy(
+    "init", f"{_ORGANIZE}:init", "Write a commented starter config.yaml and rules.d/starter.yaml."
+)
+register_lazy(
+    "check",
+    f"{_ORGANIZE}:check",
+    "Check config and rule files; report every problem as file:line:col: message.",
+)
+register_lazy(
+    "scan",
+    f"{_ORGANIZE}:scan",
+    "Apply the rules once to every file in the roots (or TARGETS: root names or paths).",
+)
+register_lazy(
+    "explain",
+    f"{_ORGANIZE}:explain",
+    "Show how every rule judges PATH: each filter's verdict and where it would go.",
+)
+register_lazy(
+    "undo",
+    f"{_ORGANIZE}:undo",
+    "Reverse journaled operations while the files are still as clerk left them.",
+)
+register_lazy(
+    "demo",
+    f"{_ORGANIZE}:demo",
+    "Create a demo inbox of real files and organize it with the shipped example rules.",
+)
+register_lazy("files", "clerk.commands.catalog:files", "Query the file catalog.")
+register_lazy("plugins", "clerk.commands.plugins:plugins", "Inspect plugins.")
+register_lazy("db", "clerk.commands.store:db", "Look after the SQLite store.")
+# Other rooms add their commands here, one line each.
 register_lazy(
     "daemon",
     "clerk.daemon.cli:daemon",

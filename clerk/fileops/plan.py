@@ -82,7 +82,7 @@ class Planner:
         problem = self._check_request(op)
         if problem is not None:
             return [op.fail(problem)]
-        if not self._stat_source(op, assume):
+        if not self._stat_source(op, assume, None if src else req.source_stat):
             return [op]
         if op.kind == "delete":
             if op.options.get("permanent") is not True:
@@ -111,13 +111,13 @@ class Planner:
             op.dst = os.path.normpath(op.dst)
         return None
 
-    def _stat_source(self, op: Op, assume: Op | None) -> bool:
+    def _stat_source(self, op: Op, assume: Op | None, known: os.stat_result | None) -> bool:
         if assume is not None:
             op.ident, op.is_link = assume.ident, assume.is_link
             if "link" in assume.extra:
                 op.extra["link"] = assume.extra["link"]
             return True
-        st = lstat_or_none(op.src)
+        st = known if known is not None else lstat_or_none(op.src)
         if st is None:
             op.fail(f"source does not exist: {op.src}")
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +22,8 @@ class OpRequest:
     `chain` is the index, in the same `execute()` call, of an earlier request on the same
     file: this one then starts from that one's actual destination (which a conflict may
     have changed), and is skipped if that one did not complete.
+    `source_stat` is an lstat of `src` the caller just took (a walk's): planning uses
+    it as the source's identity instead of taking another.
     """
 
     kind: OpKind
@@ -31,6 +34,7 @@ class OpRequest:
     file_id: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     chain: int | None = None
+    source_stat: os.stat_result | None = None
 
 
 @dataclass

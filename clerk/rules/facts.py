@@ -64,6 +64,9 @@ class FactSource:
         self._on_error = on_error
         # files seen earlier in this run but not yet in the catalog, by size
         self.pending_by_size: dict[int, list[FileInfo]] = {}
+        # called before the catalog is read for duplicates: the engine waits there for
+        # the rows of earlier batches still being written (see `CatalogWriter`)
+        self.sync_catalog: Callable[[], None] | None = None
 
     def mime(self, file: FileInfo) -> str:
         if self._magic is None:
@@ -97,6 +100,8 @@ class FactSource:
         """Another present file with the same content; hashes only same-size candidates."""
         candidates: list[tuple[str, Callable[[], str | None]]] = []
         if self.catalog is not None:
+            if self.sync_catalog is not None:
+                self.sync_catalog()
             for row in self.catalog.same_size(file.size, file.file_id):
                 candidates.append((f"{row.root}:{row.relpath}", partial(self._row_hash, row)))
         for other in self.pending_by_size.get(file.size, []):

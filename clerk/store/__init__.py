@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlite_utils import Database
 
 from clerk.errors import ClerkError
 
 BUSY_TIMEOUT_MS = 10_000
+# SQLite's limit on the parameters of one statement (999 before 3.32)
+MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+# One write transaction at a time per process, across connections and threads: a thread
+# that waits here wakes as soon as the other commits, where SQLite's busy handler would
+# sleep in steps of milliseconds. Reentrant, so a nested write on another connection in
+# the same thread behaves as it did without the lock (SQLite's busy timeout decides).
+_WRITE_LOCK = threading.RLock()
 
 
 class StoreError(ClerkError):
@@ -71,13 +81,50 @@ def write_txn(db: Database) -> Iterator[sqlite3.Connection]:
     conn = db.conn
     if conn.in_transaction:
         raise JournalBusy("fileops commits its own journal writes: call it outside a transaction")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.rollback()
-        raise
-    conn.execute("COMMIT")
+    with _WRITE_LOCK:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.execute("COMMIT")
+
+
+def store_path(db: Database) -> str | None:
+    """The file behind `db` (None for an in-memory or temporary database)."""
+    for row in db.execute("PRAGMA database_list").fetchall():
+        if row[1] == "main":
+            return row[2] or None
+    return None
+
+
+def execute_rows(
+    conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], *, tail: str = ""
+) -> int:
+    """Run `head VALUES (...), (...) tail` over `rows`, many rows per statement.
+
+    One call into SQLite per few thousand rows instead of one per row: the parameters
+    are bound in C, and the lock on the interpreter is let go once per statement, which
+    is what lets another thread do Python work meanwhile. Returns the rows changed.
+    """
+    if not rows:
+        return 0
+    width = len(rows[0])
+    per_statement = max(1, MAX_VARIABLES // width)
+    changed = 0
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        flat = [value for row in chunk for value in row]
+        cursor = conn.execute(_values_sql(head, tail, width, len(chunk)), flat)
+        changed += max(cursor.rowcount, 0)
+    return changed
+
+
+@lru_cache(maxsize=64)
+def _values_sql(head: str, tail: str, width: int, count: int) -> str:
+    one = "(" + ",".join("?" * width) + ")"
+    return f"{head} VALUES {','.join([one] * count)} {tail}"
 
 
 def to_db(path: str) -> str | bytes:

@@ -12,17 +12,34 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
 from clerk.fileops.types import OpResult
 from clerk.rules.model import RootSet
-from clerk.store import from_db, to_db, write_txn
+from clerk.store import execute_rows, from_db, open_store, to_db, write_txn
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 COLUMNS = "id, root, relpath, size, mtime_ns, dev, inode, mime, hash, tags, attrs, state"
 _CHUNK = 500  # keeps every IN (...) well under SQLite's variable limit
 ID_BLOCK = 4096  # file ids reserved per commit
+_WRITTEN = ("root", "relpath", "size", "mtime_ns", "dev", "inode", "mime", "hash", "tags", "attrs",
+            "state")  # fmt: skip
+_UPSERT_HEAD = f"INSERT INTO files (id, {', '.join(_WRITTEN)}, first_seen, last_seen)"
+_UPSERT_TAIL = (
+    "ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*_WRITTEN, "last_seen"))
+    + " ON CONFLICT DO NOTHING"
+)
+# rows (root, relpath, id): whoever else holds one of these places gives it up
+_RELEASE_HEAD = "UPDATE files SET relpath = NULL, state = 'gone' FROM ("
+_RELEASE_TAIL = (
+    ") AS claim WHERE files.root = claim.column1 AND files.relpath = claim.column2"
+    " AND files.id != claim.column3"
+)
 
 
 @dataclass
@@ -39,7 +56,6 @@ class CatalogRow:
     tags: set[str] = field(default_factory=set)
     attrs: dict[str, Any] = field(default_factory=dict)
     state: str = "present"
-    new: bool = False  # its id is reserved but the row is not written yet
 
     @classmethod
     def from_sql(cls, row: Sequence[Any]) -> CatalogRow:
@@ -112,6 +128,11 @@ class Catalog:
                 found[record.relpath] = record
         return found
 
+    def knows_root(self, root: str) -> bool:
+        """Does any catalog row place a file in `root`?"""
+        sql = "SELECT 1 FROM files WHERE root = ? AND relpath IS NOT NULL LIMIT 1"
+        return self.db.execute(sql, [root]).fetchone() is not None
+
     def get(self, root: str, relpath: str) -> CatalogRow | None:
         return self.rows_for(root, [relpath]).get(relpath)
 
@@ -178,12 +199,18 @@ class Catalog:
         self._next_id += count
         return first
 
-    def insert_new(self, rows: Sequence[CatalogRow], now: float | None = None) -> None:
-        """Insert rows in one statement; rows without an id get one reserved first.
+    def upsert(self, rows: Iterable[CatalogRow], now: float | None = None) -> None:
+        """Write rows by id: new ones are inserted, known ones rewritten (location,
+        facts, tags, state; `first_seen` kept).
 
-        The caller holds the write transaction, unless ids must be reserved (that takes
-        its own commit, so then call this outside a transaction).
+        A row whose file is gone but still claims a place a written row takes loses it
+        first (state gone), so the unique (root, relpath) index never blocks a move; of
+        two written rows claiming one place, the later wins. Few statements for the
+        whole lot (see `execute_rows`). The caller holds the write transaction, unless
+        some row has no id yet: reserving ids takes its own commit, so then call this
+        outside a transaction.
         """
+        rows = list(rows)
         if not rows:
             return
         now = now or time.time()
@@ -192,53 +219,19 @@ class Catalog:
             first = self.reserve_ids(len(missing))
             for offset, row in enumerate(missing):
                 row.id = first + offset
+        values = _without_double_claims([(row.id, *self._values(row), now, now) for row in rows])
         conn = self.db.conn
-        insert = (
-            "INSERT OR IGNORE INTO files (id, root, relpath, size, mtime_ns, dev, inode, mime,"
-            " hash, tags, attrs, state, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        )
-        before = conn.total_changes
-        conn.executemany(insert, [(row.id, *self._values(row), now, now) for row in rows])
-        if conn.total_changes - before == len(rows):
-            return  # the common case: no stale row claimed any of these places
-        # some place was still claimed by a row whose file is gone: it loses the place
-        inserted = {r[0] for r in conn.execute(
-            f"SELECT id FROM files WHERE id IN ({','.join('?' * len(rows))})",
-            [row.id for row in rows],
-        )}  # fmt: skip
-        missing = [row for row in rows if row.id not in inserted]
-        conn.executemany(
-            "UPDATE files SET relpath = NULL, state = 'gone' WHERE root = ? AND relpath = ?",
-            [(r.root, to_db(r.relpath)) for r in missing if r.state == "present"],
-        )
-        conn.executemany(insert, [(row.id, *self._values(row), now, now) for row in missing])
+        places = [(v[1], v[2], v[0]) for v in values if v[2] is not None]
+        execute_rows(conn, _RELEASE_HEAD, places, tail=_RELEASE_TAIL)
+        execute_rows(conn, _UPSERT_HEAD, values, tail=_UPSERT_TAIL)
+
+    def insert_new(self, rows: Sequence[CatalogRow], now: float | None = None) -> None:
+        """Catalogue first-seen files (see `upsert`)."""
+        self.upsert(rows, now)
 
     def update(self, rows: Sequence[CatalogRow], now: float | None = None) -> None:
-        """Rewrite known rows by id (new location, facts, tags, state).
-
-        A stale row that still claims a row's new location (a file that is gone) loses
-        it first, so the unique (root, relpath) index never blocks a move.
-        """
-        if not rows:
-            return
-        now = now or time.time()
-        conn = self.db.conn
-        conn.executemany(
-            "UPDATE files SET relpath = NULL, state = 'gone' WHERE root = ? AND relpath = ?"
-            " AND id != ?",
-            [(r.root, to_db(r.relpath), r.id) for r in rows if r.state == "present"],
-        )
-        conn.executemany(
-            "UPDATE files SET root=?, relpath=?, size=?, mtime_ns=?, dev=?, inode=?, mime=?,"
-            " hash=?, tags=?, attrs=?, state=?, last_seen=? WHERE id=?",
-            [(*self._values(r), now, r.id) for r in rows],
-        )
-
-    def upsert(self, rows: Iterable[CatalogRow], now: float | None = None) -> None:
-        """Insert new rows (`new`, or id None) and update known ones."""
-        rows = list(rows)
-        self.update([r for r in rows if r.id is not None and not r.new], now)
-        self.insert_new([r for r in rows if r.id is None or r.new], now)
+        """Rewrite known rows by id (see `upsert`)."""
+        self.upsert(rows, now)
 
     @staticmethod
     def _values(row: CatalogRow) -> tuple[Any, ...]:
@@ -306,3 +299,64 @@ class Catalog:
                 if result.kind == "archive":
                     row.state = "archived"
                 self.upsert([row])
+
+
+def _without_double_claims(values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Of rows (id, root, relpath, ...) claiming one place, all but the last lose it."""
+    last: dict[tuple[Any, Any], int] = {}
+    for index, row in enumerate(values):
+        if row[2] is not None:
+            last[row[1], row[2]] = index
+    if len(last) == sum(1 for row in values if row[2] is not None):
+        return values  # the common case: every place claimed once
+    keep = set(last.values())
+    return [
+        row if row[2] is None or index in keep else (*row[:2], None, *row[3:11], "gone", *row[12:])
+        for index, row in enumerate(values)
+    ]
+
+
+class CatalogWriter:
+    """Writes catalog rows on its own connection, in a thread, one batch at a time.
+
+    The rules engine hands it the rows of a finished batch and goes on with the next
+    batch while SQLite writes (it lets go of the interpreter lock meanwhile). The catalog
+    is a cache of what is on disk, the journal the record of what clerk did, so the
+    catalog may trail the journal by one batch; `close()` waits for the last write. A
+    failed write raises from the next `write()` or from `close()`.
+    """
+
+    def __init__(self, path: str, roots: RootSet):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._path = path
+        self._roots = roots
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="clerk-catalog")
+        self._catalog: Catalog | None = None  # opened by the writer thread
+        self._pending: Future[None] | None = None
+
+    def write(self, results: list[OpResult], rows: list[CatalogRow]) -> None:
+        """Queue one batch: after the previous one is written (so at most one waits)."""
+        self.wait()
+        self._pending = self._executor.submit(self._write, results, rows)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._executor.shutdown(wait=True)
+            if self._catalog is not None:
+                self._catalog.db.close()
+
+    def _write(self, results: list[OpResult], rows: list[CatalogRow]) -> None:
+        if self._catalog is None:
+            self._catalog = Catalog(open_store(self._path, migrate=False))
+        catalog = self._catalog
+        with write_txn(catalog.db):
+            catalog.trash_displaced(results, self._roots)
+            catalog.upsert(rows)

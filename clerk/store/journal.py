@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from clerk.store import from_db, to_db, write_txn
+from clerk.store import execute_rows, from_db, to_db, write_txn
 
 INTENT_COLUMNS: tuple[str, ...] = (
     "batch", "kind", "rule", "file_id", "src", "dst", "tmp", "extra", "on_conflict",
@@ -29,13 +29,8 @@ PLAIN_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _insert_sql(columns: Sequence[str]) -> str:
-    marks = ", ".join("?" * (len(columns) + 1))
-    return f"INSERT INTO ops (id, {', '.join(columns)}) VALUES ({marks})"
-
-
-_INSERT_SQL = _insert_sql(INTENT_COLUMNS)
-_INSERT_PLAIN_SQL = _insert_sql(PLAIN_COLUMNS)
+_INSERT_HEAD = f"INSERT INTO ops (id, {', '.join(INTENT_COLUMNS)})"
+_INSERT_PLAIN_HEAD = f"INSERT INTO ops (id, {', '.join(PLAIN_COLUMNS)})"
 _FINISH_SQL = (
     "UPDATE ops SET state = ?, error = ?, dst_dev = ?, dst_inode = ?, "
     "hash = coalesce(?, hash), finished = ? WHERE id = ?"
@@ -59,9 +54,9 @@ def insert_ops(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> int:
     numbered = [(first + i, *row) for i, row in enumerate(rows)]
     plain = [row for row in numbered if len(row) == plain_width + 1]
     if plain:
-        conn.executemany(_INSERT_PLAIN_SQL, plain)
+        execute_rows(conn, _INSERT_PLAIN_HEAD, plain)
     if len(plain) != len(numbered):
-        conn.executemany(_INSERT_SQL, [row for row in numbered if len(row) != plain_width + 1])
+        execute_rows(conn, _INSERT_HEAD, [row for row in numbered if len(row) != plain_width + 1])
     return first
 
 

@@ -14,9 +14,11 @@ from clerk_exif import ExifClassifier
 from clerk_exif.samples import write_photo
 from conftest import Scanned
 
+from clerk.errors import RenderError
 from clerk.plugins.builtin.filters import AttrFilter
 from clerk.plugins.manager import make_plugin_manager
 from clerk.rules.fileinfo import FileInfo
+from clerk.rules.model import RootSet
 from clerk.rules.templates import Renderer
 from clerk.store.catalog import decode_attrs, encode_attrs
 
@@ -74,8 +76,10 @@ def test_a_missing_date_makes_the_template_fail_and_a_presence_test_not_match(
 ) -> None:
     undated = file_info(write_photo(tmp_path / "undated.jpg", make="Google", model="Pixel 8"))
     assert not AttrFilter({"exif.taken": True}).match(undated).matched
-    with pytest.raises(KeyError):
-        undated.fields()["exif.taken"]
+    # a known namespace without this attribute: "has no value", not "unknown field"
+    assert undated.fields()["exif.taken"] is None
+    with pytest.raises(RenderError, match=r"field \{exif.taken\} has no value for this file"):
+        Renderer(RootSet()).render_text("{exif.taken:%Y}", undated.fields())
 
 
 def test_attributes_survive_the_catalog_cache(tmp_path: Path) -> None:

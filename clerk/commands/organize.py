@@ -1,0 +1,257 @@
+"""`clerk init | check | scan | explain | undo | demo`: rules applied to files.
+
+Imported only when one of them runs (see `clerk.cli.register_lazy`), so that
+`clerk --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from clerk.cli import app
+from clerk.errors import ClerkError
+from clerk.output import json_option, print_json, printable
+
+# --- init / check / scan / explain ----------------------------------------------------------
+
+
+@click.command()
+@click.option("--force", is_flag=True, help="Overwrite existing starter files.")
+@click.pass_context
+def init(ctx: click.Context, force: bool) -> None:
+    """Write a commented starter config.yaml and rules.d/starter.yaml."""
+    from clerk.starter import write_starter
+
+    paths = app(ctx).config.paths
+    for path, status in write_starter(paths, force=force):
+        click.echo(f"{status}: {path}")
+
+
+@click.command()
+@json_option
+@click.pass_context
+def check(ctx: click.Context, as_json: bool) -> None:
+    """Check config and rule files; report every problem as file:line:col: message."""
+    ruleset, problems = app(ctx).check()
+    errors = [p for p in problems if p.severity == "error"]
+    if as_json:
+        print_json(
+            {
+                "ok": not errors,
+                "files": [str(f) for f in ruleset.files],
+                "rules": len(ruleset.rules),
+                "problems": [
+                    {"where": str(p.where), "severity": p.severity, "message": p.message}
+                    for p in problems
+                ],
+            }
+        )
+    else:
+        for problem in problems:
+            click.echo(str(problem))
+        if not errors:
+            click.echo(
+                f"ok: {len(ruleset.rules)} rules, {len(ruleset.roots)} roots, "
+                f"{len(ruleset.files)} files"
+            )
+        else:
+            click.echo(f"{len(errors)} error{'s' if len(errors) != 1 else ''} found", err=True)
+    if errors:
+        ctx.exit(1)
+
+
+@click.command()
+@click.argument("targets", nargs=-1)
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would happen; change nothing.")
+@click.option("--no-run", is_flag=True, help="Queue the runs `run:` actions start; execute none.")
+@click.option(
+    "--rule", "rules", multiple=True, help="Only this rule (repeatable); also runs lifecycle rules."
+)
+@click.option("--root", "root_overrides", multiple=True, metavar="NAME=PATH",
+              help="Use PATH for root NAME (try rules on a copy).")  # fmt: skip
+@json_option
+@click.pass_context
+def scan(
+    ctx: click.Context,
+    targets: tuple[str, ...],
+    dry_run: bool,
+    no_run: bool,
+    rules: tuple[str, ...],
+    root_overrides: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Apply the rules once to every file in the roots (or TARGETS: root names or paths).
+
+    One walk serves all rules; the first matching rule wins unless it says
+    `continue: true`. Every operation is journaled and can be undone with `clerk undo`.
+    """
+    from clerk.app import parse_root_overrides
+    from clerk.output import progress
+
+    a = app(ctx)
+    ruleset = a.rules(parse_root_overrides(root_overrides))
+    for warning in a.warnings:
+        click.echo(str(warning), err=True)
+    if not dry_run:
+        recovered = a.recover(ruleset)
+        if recovered:
+            click.echo(f"recovered {len(recovered)} interrupted operation(s)", err=True)
+    engine = a.engine(ruleset, dry_run=dry_run, keep_outcomes=as_json or dry_run)
+    root_names = [t for t in targets if t in ruleset.roots]
+    paths = [t for t in targets if t not in ruleset.roots]
+    if root_names and paths:
+        raise ClerkError("give either root names or paths, not both")
+    with progress("scanning", enabled=not as_json) as advance, _runs_queued_only(no_run):
+        summary = engine.scan(paths, root_names=root_names, rule_names=rules, progress=advance)
+    if as_json:
+        print_json({**summary.as_dict(), "files": [o.as_dict() for o in summary.outcomes]})
+    else:
+        _print_scan(summary, dry_run)
+    if summary.failed:
+        ctx.exit(1)
+
+
+def _runs_queued_only(no_run: bool) -> Any:
+    """With --no-run, `run:` actions queue their runs and no worker starts."""
+    import contextlib
+
+    if not no_run:
+        return contextlib.nullcontext()
+    from clerk.engine.queue import queue_only, run_sink
+
+    return run_sink(queue_only)
+
+
+def _print_scan(summary: Any, dry_run: bool) -> None:
+    if dry_run:
+        for outcome in summary.outcomes:
+            for op in outcome.ops:
+                dst = f" -> {printable(op.dst)}" if op.dst else ""
+                click.echo(f"[{op.rule}] {op.kind} {printable(op.src)}{dst}")
+            for effect in outcome.effects:
+                click.echo(f"[{', '.join(outcome.rules)}] {effect} {printable(outcome.path)}")
+            if outcome.error:
+                click.echo(f"error: {printable(outcome.path)}: {outcome.error}", err=True)
+    else:
+        for error in summary.errors:
+            click.echo(f"error: {printable(error)}", err=True)
+    counts = summary.planned if dry_run else summary.done
+    acted = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing"
+    verb = "would do" if dry_run else "done"
+    click.echo(
+        f"{summary.seen} files seen, {summary.matched} matched; {verb}: {acted}; "
+        f"{summary.skipped} skipped, {summary.failed} failed ({summary.elapsed:.2f}s)"
+    )
+    if summary.batches and not dry_run:
+        click.echo(f"undo with: clerk undo --batch {summary.batches[0]}"
+                   + (" (and the other batches of this scan)" if len(summary.batches) > 1 else ""))  # fmt: skip # noqa: E501
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--root", "root_overrides", multiple=True, metavar="NAME=PATH",
+              help="Use PATH for root NAME.")  # fmt: skip
+@json_option
+@click.pass_context
+def explain(ctx: click.Context, path: str, root_overrides: tuple[str, ...], as_json: bool) -> None:
+    """Show how every rule judges PATH: each filter's verdict and where it would go.
+
+    Changes nothing.
+    """
+    from clerk.app import parse_root_overrides
+
+    a = app(ctx)
+    ruleset = a.rules(parse_root_overrides(root_overrides))
+    engine = a.engine(ruleset, dry_run=True)
+    report = engine.explain(path)
+    if as_json:
+        print_json(report)
+        return
+    click.echo(f"{printable(report['path'])}  (root {report['root']}, {report['relpath']})")
+    facts = report["facts"]
+    click.echo(f"  size {facts['size']}, modified {facts['mtime']}"
+               + (f", mime {facts['mime']}" if facts["mime"] else ""))  # fmt: skip
+    for entry in report["rules"]:
+        if "error" in entry:
+            click.echo(f"rule {entry['rule']}: error: {entry['error']}")
+            continue
+        mark = "MATCH" if entry["matched"] else "no"
+        kind = " (lifecycle)" if entry["lifecycle"] else ""
+        click.echo(f"rule {entry['rule']}{kind}: {mark}")
+        for f in entry["filters"]:
+            click.echo(f"    {'+' if f['matched'] else '-'} {f['filter']}: {f['reason']}")
+        for line in entry["actions"]:
+            click.echo(f"    => {printable(line)}")
+    applied = report["would_apply"]
+    click.echo(f"first matching rule: {applied}" if applied else "no rule matches")
+
+
+# --- undo -----------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("op_id", required=False, type=int)
+@click.option("--last", type=int, help="Undo the last N operations.")
+@click.option("--batch", help="Undo every operation of a batch (as printed by scan).")
+@click.option("--since", help="Undo operations newer than this (e.g. 1h, 30m).")
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would be undone.")
+@json_option
+@click.pass_context
+def undo(
+    ctx: click.Context,
+    op_id: int | None,
+    last: int | None,
+    batch: str | None,
+    since: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Reverse journaled operations while the files are still as clerk left them.
+
+    Undoing an undo redoes it. Refuses, per file, with a reason when the world changed.
+    """
+    import dataclasses
+    import time
+
+    from clerk.store.catalog import Catalog
+    from clerk.store.journal import select_ops
+    from clerk.units import parse_duration
+
+    if sum(x is not None for x in (op_id, last, batch, since)) != 1:
+        raise click.UsageError("give exactly one of OP_ID, --last N, --batch ID, --since AGE")
+    a = app(ctx)
+    ruleset = a.rules()
+    cutoff = time.time() - parse_duration(since) if since else None
+    ids = select_ops(a.store, op_id=op_id, last=last, batch=batch, since=cutoff)
+    if not ids:
+        raise ClerkError("no operation to undo matches")
+    results = a.fileops(ruleset, dry_run=dry_run).undo(ids, dry_run=dry_run)
+    if not dry_run:
+        with a.store.atomic():
+            Catalog(a.store).apply_results(results, ruleset.roots)
+    if as_json:
+        print_json([dataclasses.asdict(r) for r in results])
+    else:
+        for r in results:
+            dst = f" -> {printable(r.dst)}" if r.dst else ""
+            reason = f": {r.error}" if r.error else ""
+            click.echo(f"{r.status}: {r.kind} {printable(r.src)}{dst}{reason}")
+    if any(r.status == "failed" for r in results):
+        ctx.exit(1)
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default="demo",
+              show_default=True, help="Where to create the demo.")  # fmt: skip
+@click.pass_context
+def demo(ctx: click.Context, directory: str) -> None:
+    """Create a demo inbox of real files and organize it with the shipped example rules."""
+    from clerk.demo import run_demo
+
+    code = run_demo(directory)
+    ctx.exit(code)
