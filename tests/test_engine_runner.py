@@ -278,7 +278,8 @@ def test_file_names_reach_the_command_verbatim(engine: Engine, tmp_path: Path, n
 def test_env_cwd_params_and_capped_logs(engine: Engine, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("CLERK_TEST_SECRET", "s3cret-value")
     script = ("import os, sys; print(os.getcwd()); print(os.environ['GREETING']);"
-              " print(os.environ['TOKEN']); sys.stdout.write('z' * 50000);"
+              " print(os.environ['TOKEN'][::-1], os.environ['TOKEN']);"
+              " sys.stdout.write('z' * 50000);"
               " sys.stderr.write('to stderr')")  # fmt: skip
     task = {"name": "t", "executor": "shell", "command": [PY, "-c", script], "cwd": "{where}",
             "env": {"GREETING": "hello {who}", "TOKEN": "${env:CLERK_TEST_SECRET}"}}  # fmt: skip
@@ -287,8 +288,9 @@ def test_env_cwd_params_and_capped_logs(engine: Engine, tmp_path: Path, monkeypa
     info = engine.task(run_id, "t")
     assert info.status == COMPLETED
     out = Path(info.stdout_log).read_text()
-    # a field's value is never resolved as a secret; the author's reference is
-    assert out.startswith(f"{tmp_path}\nhello ${{env:HOME}}\ns3cret-value\nzzz")
+    # a field's value is never resolved as a secret; the author's reference is (the task
+    # got it: here it is reversed), and its value is hidden in the log
+    assert out.startswith(f"{tmp_path}\nhello ${{env:HOME}}\neulav-terc3s ***\nzzz")
     assert "log capped at 2000 bytes" in out
     assert len(out.encode()) < 2200
     assert Path(info.stderr_log).read_text() == "to stderr"

@@ -13,10 +13,12 @@ passed to the `alert` hook; a windowed alert does not fire again within its wind
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,15 +90,27 @@ class AlertChecker:
         self.rules = rules
         self.hooks = hooks
 
-    def run_finished(self, run: RunInfo) -> list[Alert]:
-        """Check every rule after `run` ended; fire and return those that hold."""
+    def run_finished(
+        self, run: RunInfo, defer: Callable[[Callable[[], None]], None] | None = None
+    ) -> list[Alert]:
+        """Check every rule after `run` ended; fire and return those that hold.
+
+        Measured and stored at once (inside the runner's open step, so the figures are
+        those of the moment the run ended); `defer`, when given, gets the log line and
+        the `alert` hook call to make later (the runner: once the step is committed).
+        """
         fired = []
         for rule in self.rules:
             if rule.workflow and rule.workflow != run.workflow:
                 continue
             alert = self._evaluate(rule, run)
             if alert is not None:
-                self._fire(alert)
+                self._store(alert)
+                notify = functools.partial(self._notify, alert)
+                if defer is not None:
+                    defer(notify)
+                else:
+                    notify()
                 fired.append(alert)
         return fired
 
@@ -141,13 +155,15 @@ class AlertChecker:
         ).fetchone()
         return row is not None
 
-    def _fire(self, alert: Alert) -> None:
-        log.warning("%s", alert.message)
-        with self.store.conn:
+    def _store(self, alert: Alert) -> None:
+        with self.store.batch():  # its own transaction, or part of the runner's step
             self.store.conn.execute(
                 "INSERT INTO events (ts, kind, subject, data) VALUES (?, 'alert', ?, ?)",
                 (alert.ts, f"alert:{alert.name}", json.dumps(alert.as_dict())),
             )
+
+    def _notify(self, alert: Alert) -> None:
+        log.warning("%s", alert.message)
         if self.hooks is not None and self.hooks.hook.alert.get_hookimpls():
             try:
                 self.hooks.hook.alert(alert=alert)

@@ -60,6 +60,9 @@ class TaskContext:
     memory_limit: int | None = None
     #: outputs of the tasks of this run that have completed, by task name
     upstream: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the secret values `render` resolved for this attempt (filled as it renders):
+    #: hide them (`clerk.config.redact`) in whatever reaches a log or the store
+    secrets: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -91,3 +94,39 @@ class Executor(ABC):
     @abstractmethod
     def execute(self, context: TaskContext) -> TaskResult:
         """Run one attempt and report how it ended (never raise for a task's failure)."""
+
+
+@dataclass
+class Command:
+    """The one process an attempt of a `ProcessExecutor` runs."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None = None
+
+
+class ProcessExecutor(Executor):
+    """An executor whose attempt is exactly one child process.
+
+    The runner starts and watches those processes from its own loop (no thread waits
+    per process: see `clerk.engine.process.Attempt`): it calls `command` to get the
+    process, runs it with the engine's limits and logs, and passes how it ended to
+    `finish`. `execute` does the same on the calling thread, for any other caller.
+    """
+
+    @abstractmethod
+    def command(self, context: TaskContext) -> Command | TaskResult:
+        """The process to run, or the attempt's failure (a template that cannot render)."""
+
+    def finish(self, result: TaskResult, context: TaskContext) -> TaskResult:
+        """The attempt's result from the process's (read outputs, say)."""
+        return result
+
+    def execute(self, context: TaskContext) -> TaskResult:
+        from clerk.engine.process import run_process
+
+        command = self.command(context)
+        if isinstance(command, TaskResult):
+            return command
+        result = run_process(command.argv, env=command.env, cwd=command.cwd, context=context)
+        return self.finish(result, context)

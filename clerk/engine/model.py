@@ -93,7 +93,8 @@ class Workflow:
     tasks: dict[str, TaskSpec]  # in definition order, which is also a valid DAG order
     parallelism: int | None = None  # tasks of this workflow running at once, over all runs
     timeout: float | None = None
-    schedule: str | None = None
+    schedule: str | None = None  # cron: the daemon starts a run on each tick
+    every: float | None = None  # seconds: the same, by interval
     description: str = ""
     form: str = "compact"  # compact | Workflow | Task
 
@@ -187,9 +188,19 @@ def _workflow(
         parallelism=parallelism,
         timeout=_duration(spec.get("timeout"), "timeout"),
         schedule=spec.get("schedule"),
+        every=_every(name, spec),
         description=str(spec.get("description", "")),
         form="Workflow" if resource else "compact",
     )
+
+
+def _every(name: str, spec: dict[str, Any]) -> float | None:
+    every = _duration(spec.get("every"), "every")
+    if every is not None and every <= 0:
+        raise WorkflowError(f"workflow {name!r}: every: wants a duration above 0")
+    if every is not None and spec.get("schedule") is not None:
+        raise WorkflowError(f"workflow {name!r}: has schedule: or every:, not both")
+    return every
 
 
 def _resolve_ref(workflow: str, raw: dict[str, Any], refs: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,13 +1,22 @@
 """The DAG runner: starts ready tasks within the limits, records every state change.
 
-One thread (the caller's) owns the schedule and every write to the store; each running
-attempt has a worker thread that calls its executor and posts the result on a queue.
+One thread (the caller's) owns the schedule and every write to the store. Attempts of
+process executors (shell) are spawned and watched by this loop itself (their pipes and
+a pidfd in its poll set: no thread per process); other executors run on a pool of
+worker threads that call `execute` and post the result on a queue (waking the loop
+through an eventfd).
 Limits: `max_workers` attempts at once over all runs (the global limit); CPU slots
 (`cpu_slots`, the machine's CPUs by default): the running tasks' `resources.cpu` add
 up to at most that; and a workflow's `parallelism`: at most that many of its tasks at
 once, over all its runs.
 A task is ready when every task it depends on has COMPLETED and its retry delay (if
 any) has passed; ready tasks start oldest run first, in the workflow's DAG order.
+
+Steps: the loop wakes when an attempt ends (or a timer or poll is due), records what
+arrived, decides which tasks start, and commits all of that in one transaction
+(`RunStore.batch`) before it starts their processes. So a task's RUNNING row and its
+dependencies' COMPLETED rows are on disk before it runs, and a crash between two steps
+loses nothing that had consequences. Attempts run on a small pool of threads.
 
 Retries: a failed attempt is retried while it is recoverable and the task's
 `retry.max` allows, after `backoff * factor**(n-1)` seconds (capped at `max_backoff`)
@@ -19,13 +28,18 @@ ends FAILED.
 
 from __future__ import annotations
 
+import bisect
+import collections
+import contextlib
 import logging
 import os
 import queue
 import random
+import select
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +49,11 @@ from sqlite_utils import Database
 from clerk.config import redact
 from clerk.engine import api
 from clerk.engine.alerts import AlertChecker, AlertRule
-from clerk.engine.api import Executor, TaskContext, TaskResult
+from clerk.engine.api import Executor, ProcessExecutor, TaskContext, TaskResult
 from clerk.engine.fields import load_fields, render
 from clerk.engine.model import TaskSpec, Workflow
-from clerk.engine.recovery import kill_leftovers, proc_start_time
+from clerk.engine.process import Attempt, spawn, spawn_failed, start_time
+from clerk.engine.recovery import kill_leftovers
 from clerk.engine.runs import (
     CANCELLED,
     COMPLETED,
@@ -59,11 +74,103 @@ from clerk.rules.templates import sanitize_component
 log = logging.getLogger("clerk.engine")
 
 DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
+_IDLE_THREAD = 5.0  # seconds an attempt thread waits for work before it exits
+
+
+class _RedactSecrets(logging.Filter):
+    """Hides the secret values of running attempts in clerk.engine's own log lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: dict[object, list[str]] = {}  # attempt -> its resolved secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = [value for values in list(self.sources.values()) for value in values]
+        if not secrets:
+            return True
+        record.msg, record.args = redact(record.getMessage(), secrets), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, secrets)
+        return True
+
+
+_redactor = _RedactSecrets()
+log.addFilter(_redactor)
+
+
+class _Workers:
+    """Daemon threads that run attempts: reused, started only when none is idle, gone
+    after a few idle seconds (a thread per attempt would cost a start each time)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+        self._idle = 0  # threads that finished a job and are not yet counted on again
+
+    def submit(self, function: Callable[..., None], *args: Any) -> None:
+        self._jobs.put((function, args))
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                return
+        threading.Thread(target=self._serve, name="clerk-task", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                function, args = self._jobs.get(timeout=_IDLE_THREAD)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:  # nobody counts on this thread: it may go
+                        self._idle -= 1
+                        return
+                continue  # a job was submitted for it meanwhile
+            function(*args)
+            with self._lock:
+                self._idle += 1
 
 
 def output_fields(task: str, outputs: Mapping[str, Any]) -> dict[str, Any]:
     """A completed task's outputs as fields: `tasks.<task>.outputs.<key>`."""
     return {f"tasks.{task}.outputs.{key}": value for key, value in outputs.items()}
+
+
+class _Upstream(Mapping[str, Mapping[str, Any]]):
+    """The outputs of the tasks that had completed when an attempt started, by task.
+
+    Built from the run's append-only list of completions (safe to read from the worker
+    thread while the runner appends) only when an executor looks: copying every
+    completed task's outputs for every attempt would cost O(tasks) each time.
+    """
+
+    def __init__(self, completed: list[tuple[str, dict[str, Any]]]):
+        self._completed = completed
+        self._count = len(completed)
+        self._built: dict[str, Mapping[str, Any]] | None = None
+
+    def _outputs(self) -> dict[str, Mapping[str, Any]]:
+        if self._built is None:
+            self._built = dict(self._completed[: self._count])
+        return self._built
+
+    def __getitem__(self, task: str) -> Mapping[str, Any]:
+        return self._outputs()[task]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outputs())
+
+    def __len__(self) -> int:
+        return len(self._outputs())
+
+    def items(self) -> Any:  # the dict's own views: no Python call per item
+        return self._outputs().items()
+
+    def keys(self) -> Any:
+        return self._outputs().keys()
 
 
 class RunClaimed(ClerkError):
@@ -81,6 +188,7 @@ class _ActiveRun:
     next_at: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # of completed tasks
     output_fields: dict[str, Any] = field(default_factory=dict)  # the same, as fields
+    completed: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # append-only
     dep_cursor: dict[str, int] = field(default_factory=dict)  # leading deps known satisfied
     activated: set[str] = field(default_factory=set)  # fallback tasks standing in
     fallback_for: dict[str, str] = field(default_factory=dict)  # fallback -> failed task
@@ -89,6 +197,20 @@ class _ActiveRun:
     paused: bool = False
     aborted: str | None = None  # why an `abort` strategy stopped the run
     cancel: threading.Event = field(default_factory=threading.Event)
+    names: list[str] = field(default_factory=list)  # the tasks in DAG order
+    order: dict[str, int] = field(default_factory=dict)  # task -> its place in `names`
+    pending: list[int] = field(default_factory=list)  # places of the PENDING tasks, sorted
+    log_base: dict[str, str] = field(default_factory=dict)  # task -> its logs' path stem
+
+    def set_status(self, name: str, status: str) -> None:
+        """Change a task's status, keeping `pending` (what the scheduler looks at) exact."""
+        before = self.status[name]
+        self.status[name] = status
+        if status == PENDING and before != PENDING:
+            bisect.insort(self.pending, self.order[name])
+        elif before == PENDING and status != PENDING:
+            index = bisect.bisect_left(self.pending, self.order[name])
+            del self.pending[index]
 
 
 class Runner:
@@ -121,10 +243,25 @@ class Runner:
         self._runs: dict[int, _ActiveRun] = {}
         # (run, task) -> (workflow name, cpu slots it holds)
         self._running: dict[tuple[int, str], tuple[str, float]] = {}
-        self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.results: dict[int, str] = {}
         self._poll = 0.25  # how often to look for requests and queued runs
         self._secrets: dict[tuple[int, str], list[str]] = {}
+        self._workers = _Workers()
+        self._arrived: list[tuple[Any, ...]] = []  # messages taken while waiting
+        self._process_of: dict[tuple[int, str], tuple[int, int, int | None]] = {}
+        # shell (ProcessExecutor) attempts: started and watched by this loop, not a thread
+        self._poller = select.poll()
+        self._local: dict[tuple[int, str], tuple[Attempt, ProcessExecutor, TaskContext]] = {}
+        self._fd_attempt: dict[int, Attempt] = {}
+        self._wake_fd: int | None = None  # an eventfd the worker threads wake the loop with
+        self._spawned: list[tuple[int, str, int]] = []  # (run, task, pid) to record
+        self._launches: list[tuple[int, str, Executor, TaskContext]] = []  # after commit
+        self._notices: list[Callable[[], object]] = []  # hooks, called after commit
+        self._step_at = time.monotonic()
+        #: seconds from the step that found a task ready to its executor being called,
+        #: for the most recent attempts (the benchmark reports p50/p99)
+        self.dispatch_latency: collections.deque[float] = collections.deque(maxlen=100_000)
 
     # --- entry point ----------------------------------------------------------------------
     def execute(
@@ -143,29 +280,61 @@ class Runner:
         Ctrl-C (KeyboardInterrupt) cancels the runs: running process groups are killed,
         the runs end CANCELLED, then the interrupt is raised again.
         """
-        for run_id in run_ids:
-            self._load(run_id)
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poller.register(self._wake_fd, select.POLLIN)
+        try:
+            return self._execute(run_ids, adopt, poll)
+        finally:
+            self._poller.unregister(self._wake_fd)
+            os.close(self._wake_fd)
+            self._wake_fd = None
+
+    def _execute(
+        self, run_ids: Iterable[int], adopt: Callable[[], list[int]] | None, poll: float
+    ) -> dict[int, str]:
+        with self.store.batch():
+            for run_id in run_ids:
+                self._load(run_id)
+        self._notify()
         interrupted = False
         self._poll = poll
         next_poll = 0.0
         while True:
             try:
-                if time.monotonic() >= next_poll:
-                    if adopt is not None:
-                        self._adopt(adopt())
-                    self._take_requests()
+                polling = time.monotonic() >= next_poll
+                if polling:
                     next_poll = time.monotonic() + poll
+                self._step(adopt if polling else None, polling)
                 if not self._runs:
                     break
-                self._start_ready()
                 self._wait()
             except KeyboardInterrupt:
                 interrupted, adopt = True, None
-                for run_id in list(self._runs):
-                    self.cancel(run_id, "interrupted")
+                with self.store.batch():
+                    for run_id in list(self._runs):
+                        self.cancel(run_id, "interrupted")
+                self._notify()
+                self._launch()
         if interrupted:
             raise KeyboardInterrupt
         return dict(self.results)
+
+    def _step(self, adopt: Callable[[], list[int]] | None, polling: bool) -> None:
+        """One scheduling step, one transaction: requests, results, starts; then the
+        processes of the tasks it started are launched and the hooks called."""
+        self._step_at = time.monotonic()
+        with self.store.batch():
+            if adopt is not None:
+                self._adopt(adopt())
+            if polling:
+                self._take_requests()
+            self._take_messages()
+            if self._runs:
+                self._start_ready()
+                if not self._running and self._next_timer() is None:
+                    self._unstick()
+        self._notify()
+        self._launch()
 
     def _adopt(self, run_ids: list[int]) -> None:
         for run_id in run_ids:
@@ -251,15 +420,17 @@ class Runner:
             attempts={name: row.attempt for name, row in rows.items()},
             started=info.started is not None,
             paused=info.status == PAUSED,
+            names=list(workflow.tasks),
         )
+        run.order = {name: index for index, name in enumerate(run.names)}
+        run.pending = [run.order[n] for n in run.names if run.status.get(n) == PENDING]
         if info.started and workflow.timeout:
             run.deadline = info.started + workflow.timeout
         for name, row in rows.items():
             if row.status == PENDING and row.next_attempt_at:
                 run.next_at[name] = row.next_attempt_at
             if row.status == COMPLETED:
-                run.outputs[name] = row.outputs
-                run.output_fields.update(output_fields(name, row.outputs))
+                self._completed(run, name, row.outputs)
             spec = workflow.tasks.get(name)
             if (
                 row.status == FAILED
@@ -283,7 +454,7 @@ class Runner:
             spec = run.workflow.tasks[row.task]
             result = TaskResult(False, error_code=api.INTERRUPTED, recoverable=True,
                                 message="interrupted: its runner stopped while it ran")  # fmt: skip
-            run.status[row.task] = RUNNING
+            run.set_status(row.task, RUNNING)
             self._record(run, spec, result)
 
     def _build_executor(self, spec: TaskSpec) -> Executor | str:
@@ -304,8 +475,11 @@ class Runner:
             if run.cancel.is_set() or run.paused:
                 continue
             limit = run.workflow.parallelism
-            for name, spec in run.workflow.tasks.items():
-                if run.status[name] != PENDING or run.next_at.get(name, 0) > now:
+            position = 0  # in run.pending, which _start shortens (no copy per step)
+            while position < len(run.pending):
+                name = run.names[run.pending[position]]
+                position += 1
+                if run.next_at.get(name, 0) > now:
                     continue
                 if len(self._running) >= self.max_workers:
                     return
@@ -313,10 +487,12 @@ class Runner:
                     break
                 if name in run.workflow.fallbacks and name not in run.activated:
                     continue  # a fallback runs only in place of a failed task
+                spec = run.workflow.tasks[name]
                 if not self._deps_satisfied(run, spec):
                     continue
                 if self._cpu_free(spec):
                     self._start(run, spec)
+                    position -= 1  # it left run.pending
 
     def _enforce_deadlines(self, now: float) -> None:
         """A workflow `timeout:` bounds the whole run: past it, the run is aborted."""
@@ -368,38 +544,42 @@ class Runner:
         return used + spec.resources.cpu <= self.cpu_slots
 
     def _start(self, run: _ActiveRun, spec: TaskSpec) -> None:
+        """Record the attempt as RUNNING; its process is launched once that is committed."""
         name = spec.name
         attempt = run.attempts[name] + 1
         run.attempts[name] = attempt
-        run.status[name] = RUNNING
+        run.set_status(name, RUNNING)
         run.next_at.pop(name, None)
-        base = self.logs_dir / str(run.id) / f"{sanitize_component(name)}.{attempt}"
-        stdout_log = base.with_name(base.name + ".out")
-        stderr_log = base.with_name(base.name + ".err")
+        base = f"{self._log_base(run, name)}.{attempt}"
+        stdout_log, stderr_log = Path(base + ".out"), Path(base + ".err")
+        now = time.time()
         if not run.started:
             run.started = True
-            now = time.time()
             if run.workflow.timeout:
                 run.deadline = now + run.workflow.timeout
             self.store.update_run(run.id, "run_started", status=RUNNING, started=now)
             self._call_hook("run_started", lambda: {"run": self._run_info(run.id)})
         self.store.update_task(
             run.id, name, "task_started", {"attempt": attempt}, status=RUNNING, attempt=attempt,
-            started=time.time(), finished=None, next_attempt_at=None, pid=None, pgid=None,
-            stdout_log=str(stdout_log), stderr_log=str(stderr_log),
+            started=now, finished=None, next_attempt_at=None, pid=None, pgid=None,
+            stdout_log=base + ".out", stderr_log=base + ".err",
         )  # fmt: skip
         self._running[(run.id, name)] = (run.workflow.name, spec.resources.cpu)
         executor = run.executors[name]
         if isinstance(executor, str):
-            self._inbox.put(("done", run.id, name, TaskResult(False, error_code=api.CONFIG,
-                                                              message=executor,
-                                                              recoverable=False)))  # fmt: skip
+            self._arrived.append(("done", run.id, name, TaskResult(False, error_code=api.CONFIG,
+                                                                   message=executor,
+                                                                   recoverable=False)))  # fmt: skip
             return
-        secrets = self._secrets.setdefault((run.id, name), [])  # resolved, to redact
-        secrets.clear()
-        fields = {**run.fields, **run.output_fields}
+        secrets: list[str] = []  # the values render resolves, to redact
+        self._secrets[(run.id, name)] = secrets
+        _redactor.sources[(self, run.id, name)] = secrets
+        # read by the worker thread while this one adds outputs: a task's templates may
+        # see outputs of tasks that completed meanwhile (never of one it depends on)
+        fields = ChainMap(run.output_fields, run.fields)
+        run_id = run.id
         context = TaskContext(
-            run_id=run.id,
+            run_id=run_id,
             task=spec,
             attempt=attempt,
             render=lambda template, escape=None: render(template, fields, secrets, escape),
@@ -410,17 +590,116 @@ class Runner:
             timeout=spec.timeout,
             kill_grace=self.kill_grace,
             cancel=run.cancel,
-            on_process=lambda pid, pgid: self._inbox.put(("process", run.id, name, pid, pgid)),
-            outputs_file=base.with_name(base.name + ".outputs.json"),
+            on_process=lambda pid, pgid: self._post(
+                ("process", run_id, name, pid, pgid, start_time(pid))
+            ),
+            outputs_file=Path(base + ".outputs.json"),
             memory_limit=spec.resources.memory,
-            upstream=dict(run.outputs),  # a snapshot: the worker thread reads it
+            upstream=_Upstream(run.completed),
+            secrets=secrets,
         )
-        worker = threading.Thread(target=self._work, args=(run.id, name, executor, context),
-                                  name=f"clerk-task-{run.id}-{name}", daemon=True)  # fmt: skip
-        worker.start()
+        self._launches.append((run_id, name, executor, context))
 
-    def _work(self, run_id: int, name: str, executor: Executor, context: TaskContext) -> None:
+    def _completed(self, run: _ActiveRun, name: str, outputs: dict[str, Any]) -> None:
+        run.outputs[name] = outputs
+        run.completed.append((name, outputs))
+        if outputs:
+            run.output_fields.update(output_fields(name, outputs))
+
+    def _log_base(self, run: _ActiveRun, name: str) -> str:
+        """`<logs>/<run>/<task>` (attempts add `.<n>`); the run's directory is made once,
+        since a task may write its `$CLERK_OUTPUTS` file there before any log exists."""
+        stem = run.log_base.get(name)
+        if stem is None:
+            if not run.log_base:
+                (self.logs_dir / str(run.id)).mkdir(parents=True, exist_ok=True)
+            stem = f"{self.logs_dir}/{run.id}/{sanitize_component(name)}"
+            run.log_base[name] = stem
+        return stem
+
+    def _post(self, message: tuple[Any, ...]) -> None:
+        """From a worker thread: a message for the loop, which is woken to take it."""
+        self._inbox.put(message)
+        wake = self._wake_fd
+        if wake is not None:
+            with contextlib.suppress(OSError):  # closed: the loop has ended meanwhile
+                os.eventfd_write(wake, 1)
+
+    def _launch(self) -> None:
+        """Hand the attempts of the last (committed) step to the worker threads."""
+        launches, self._launches = self._launches, []
+        ready_at = self._step_at
+        for run_id, name, executor, context in launches:
+            if context.cancel.is_set():  # cancelled before it began: nothing to kill
+                result = TaskResult(False, error_code=api.CANCELLED, message="cancelled",
+                                    recoverable=False)  # fmt: skip
+                self._arrived.append(("done", run_id, name, result))
+                continue
+            if isinstance(executor, ProcessExecutor):
+                self._spawn(run_id, name, executor, context, ready_at)
+            else:
+                self._workers.submit(self._work, run_id, name, executor, context, ready_at)
+        if self._spawned:  # their pids, at once: crash recovery kills what they leave
+            spawned, self._spawned = self._spawned, []
+            with self.store.batch():
+                for run_id, name, pid in spawned:
+                    self.store.update_task(run_id, name, pid=pid, pgid=pid,
+                                           proc_start=start_time(pid))  # fmt: skip
+
+    def _spawn(self, run_id: int, name: str, executor: ProcessExecutor, context: TaskContext,
+               ready_at: float) -> None:  # fmt: skip
+        """Start a process attempt here; `_wait` watches it with the others.
+
+        Spawned on this thread: posix_spawn blocks it until the child has exec'd, but
+        measured, that costs less than handing the spawn to a worker thread and back."""
         started = time.monotonic()
+        self.dispatch_latency.append(started - ready_at)
+        try:
+            command = executor.command(context)
+        except Exception as exc:  # an executor's bug fails the attempt, not the runner
+            log.exception("executor for %s/%s raised", run_id, name)
+            command = TaskResult(False, error_code=api.EXECUTOR, recoverable=True,
+                                 message=f"{type(exc).__name__}: {exc}")  # fmt: skip
+        if isinstance(command, TaskResult):
+            self._arrived.append(("done", run_id, name, command))
+            return
+        try:
+            pid, stdout, stderr = spawn(command.argv, command.env, command.cwd)
+        except OSError as exc:
+            self._arrived.append(("done", run_id, name, spawn_failed(command.argv, exc)))
+            return
+        attempt = Attempt(pid, stdout, stderr, context, started, self._poller)
+        self._local[run_id, name] = (attempt, executor, context)
+        for fd in attempt.fds:
+            self._fd_attempt[fd] = attempt
+        self._spawned.append((run_id, name, pid))
+
+    def _reap(self) -> list[tuple[Any, ...]]:
+        """Enforce the limits of the attempts this loop watches; the ended ones' results."""
+        ended = []
+        now = time.monotonic()
+        for key, (attempt, executor, context) in list(self._local.items()):
+            attempt.tick(now)
+            if not attempt.done:
+                continue
+            del self._local[key]
+            for fd in attempt.fds:
+                self._fd_attempt.pop(fd, None)
+            attempt.close()
+            try:
+                result = executor.finish(attempt.result(), context)
+            except Exception as exc:  # an executor's bug fails the attempt, not the runner
+                log.exception("executor for %s/%s raised", *key)
+                result = TaskResult(False, error_code=api.EXECUTOR, recoverable=True,
+                                    message=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            scrub(context)
+            ended.append(("done", key[0], key[1], result))
+        return ended
+
+    def _work(self, run_id: int, name: str, executor: Executor, context: TaskContext,
+              ready_at: float) -> None:  # fmt: skip
+        started = time.monotonic()
+        self.dispatch_latency.append(started - ready_at)
         try:
             result = executor.execute(context)
         except Exception as exc:  # an executor's bug fails the attempt, not the runner
@@ -429,26 +708,45 @@ class Runner:
                                 message=f"{type(exc).__name__}: {exc}")  # fmt: skip
         if not result.wall:
             result.wall = time.monotonic() - started
-        self._inbox.put(("done", run_id, name, result))
+        scrub(context)
+        self._post(("done", run_id, name, result))
 
     def _wait(self) -> None:
-        if not self._runs:
+        """Block until a message arrives, a watched process has news, or the next timer
+        or poll is due."""
+        if self._arrived:
             return
         timeout = self._next_timer()
-        if timeout is None and not self._running:
-            self._unstick()
-            return
         timeout = self._poll if timeout is None else min(timeout, self._poll)
-        try:
-            message = self._inbox.get(timeout=timeout)
-        except queue.Empty:
-            return
-        self._handle(message)
-        while True:  # take whatever else arrived meanwhile in the same turn
+        now = time.monotonic()
+        for attempt, _, _ in self._local.values():
+            timeout = min(timeout, attempt.next_wake(now))
+        for fd, _ in self._poller.poll(timeout * 1000):
+            owner = self._fd_attempt.get(fd)
+            if owner is not None:
+                owner.ready(fd)
+            elif fd == self._wake_fd:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(fd)
+
+    def _take_messages(self) -> None:
+        """Handle what arrived, and whatever else came meanwhile, in this step.
+
+        A process that started and ended within the step gets its pid written with its
+        outcome (one UPDATE, not two; the same transaction either way)."""
+        arrived, self._arrived = self._arrived, []
+        while True:
             try:
-                self._handle(self._inbox.get_nowait())
+                arrived.append(self._inbox.get_nowait())
             except queue.Empty:
-                return
+                break
+        arrived += self._reap()
+        ended = {(m[1], m[2]) for m in arrived if m[0] == "done"}
+        for message in arrived:
+            if message[0] == "process" and (message[1], message[2]) in ended:
+                self._process_of[message[1], message[2]] = message[3:6]
+            else:
+                self._handle(message)
 
     def _next_timer(self) -> float | None:
         """Seconds until the earliest retry is due (None: no retry is waiting)."""
@@ -472,17 +770,20 @@ class Runner:
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind, run_id, name = message[:3]
         run = self._runs.get(run_id)
-        if run is None:
-            return
         if kind == "process":
-            self.store.update_task(run_id, name, pid=message[3], pgid=message[4],
-                                   proc_start=proc_start_time(message[3]))  # fmt: skip
+            if run is not None:
+                self.store.update_task(run_id, name, pid=message[3], pgid=message[4],
+                                       proc_start=message[5])  # fmt: skip
             return
         result: TaskResult = message[3]
         self._running.pop((run_id, name), None)
         secrets = self._secrets.pop((run_id, name), [])
-        if secrets and result.message:  # a secret never reaches the store
+        _redactor.sources.pop((self, run_id, name), None)
+        if run is None:
+            return
+        if secrets:  # a secret never reaches the store
             result.message = redact(result.message, secrets)
+            result.outputs = redact_value(result.outputs, secrets)
         self._record(run, run.workflow.tasks[name], result)
         self._maybe_finish(run)
 
@@ -491,6 +792,9 @@ class Runner:
         usage = {"finished": time.time(), "exit_code": result.exit_code, "wall": result.wall,
                  "cpu_user": result.cpu_user, "cpu_sys": result.cpu_sys,
                  "max_rss": result.max_rss}  # fmt: skip
+        process = self._process_of.pop((run.id, name), None)
+        if process is not None:
+            usage.update(zip(("pid", "pgid", "proc_start"), process, strict=True))
         if (
             not result.ok
             and result.error_code == api.EXIT
@@ -498,9 +802,8 @@ class Runner:
         ):
             result.error_code, result.recoverable = api.BUSINESS, False
         if result.ok:
-            run.status[name] = COMPLETED
-            run.outputs[name] = result.outputs
-            run.output_fields.update(output_fields(name, result.outputs))
+            run.set_status(name, COMPLETED)
+            self._completed(run, name, result.outputs)
             self.store.update_task(
                 run.id, name, "task_completed", {"attempt": attempt, "wall": round(result.wall, 3)},
                 status=COMPLETED, outputs=result.outputs, error_code=None, error=None,
@@ -508,7 +811,7 @@ class Runner:
             )  # fmt: skip
         elif self._should_retry(run, spec, result, attempt):
             delay = self._retry_delay(spec, attempt)
-            run.status[name] = PENDING
+            run.set_status(name, PENDING)
             run.next_at[name] = time.time() + delay
             self.store.update_task(
                 run.id, name, "task_retried",
@@ -527,7 +830,7 @@ class Runner:
         stopped = result.error_code == api.CANCELLED or run.cancel.is_set()
         strategy = "retry" if stopped else spec.on_failure.strategy(result.error_code)
         status = CANCELLED if stopped else SKIPPED if strategy == "skip" else FAILED
-        run.status[name] = status
+        run.set_status(name, status)
         self.store.update_task(
             run.id, name, "task_" + status.lower(),
             {"attempt": run.attempts[name], "error_code": result.error_code,
@@ -577,7 +880,7 @@ class Runner:
                 todo.extend(run.workflow.dependents(name))
 
     def _set_final(self, run: _ActiveRun, name: str, status: str, code: str, message: str) -> None:
-        run.status[name] = status
+        run.set_status(name, status)
         run.next_at.pop(name, None)
         self.store.update_task(
             run.id, name, "task_" + status.lower(), {"error_code": code, "error": message},
@@ -606,7 +909,7 @@ class Runner:
         self.results[run.id] = final
         self._call_hook("run_finished", lambda: {"run": self._run_info(run.id)})
         if self.alerts is not None:
-            self.alerts.run_finished(self._run_info(run.id))
+            self.alerts.run_finished(self._run_info(run.id), defer=self._notices.append)
 
     def _first_error(self, run: _ActiveRun) -> str | None:
         for task in self.store.tasks(run.id):
@@ -629,13 +932,57 @@ class Runner:
         return info
 
     def _call_hook(self, name: str, arguments: Callable[[], dict[str, Any]]) -> None:
-        """Call a notification hook; its arguments are only built if a plugin listens."""
+        """Call a notification hook once the step is committed (plugins see what is in
+        the store); its arguments are only built if a plugin listens."""
         if self.hooks is None:
             return
         caller = getattr(self.hooks.hook, name, None)
         if caller is None or not caller.get_hookimpls():
             return
-        try:
-            caller(**arguments())
-        except Exception:  # a plugin's notification must not break a run
-            log.exception("plugin hook %s failed", name)
+
+        def call() -> None:
+            try:
+                caller(**arguments())
+            except Exception:  # a plugin's notification must not break a run
+                log.exception("plugin hook %s failed", name)
+
+        self._notices.append(call)
+
+    def _notify(self) -> None:
+        notices, self._notices = self._notices, []
+        for notice in notices:
+            notice()
+
+
+def redact_value(value: Any, secrets: list[str]) -> Any:
+    """`value` (outputs: JSON-like) with every secret in its strings replaced by ***."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [redact_value(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {redact(str(k), secrets): redact_value(v, secrets) for k, v in value.items()}
+    return value
+
+
+def scrub(context: TaskContext) -> None:
+    """Hide the attempt's secrets in the files it leaves: its logs (for executors that
+    write them without `CappedLog`'s redaction) and its `$CLERK_OUTPUTS` file."""
+    if not context.secrets:
+        return
+    for path in (context.stdout_log, context.stderr_log, context.outputs_file):
+        if path is not None:
+            redact_file(path, context.secrets)
+
+
+def redact_file(path: Path, secrets: list[str]) -> None:
+    """Rewrite a log file with its secrets replaced by ***, if it holds any."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return
+    clean = data
+    for value in sorted({v for v in secrets if v and len(v) >= 4}, key=len, reverse=True):
+        clean = clean.replace(value.encode(), b"***")
+    if clean != data:
+        path.write_bytes(clean)

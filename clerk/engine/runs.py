@@ -1,8 +1,11 @@
 """Durable runs: the `runs`, `task_runs` and `run_events` tables (migration m002).
 
-Every state change is its own committed transaction, so what `clerk runs show` reads,
-and what a runner finds after a crash, is exactly what happened. Writers are the
-process executing a run (one at a time, see `claim`); readers are anywhere.
+Every state change is committed before anything acts on it, so what `clerk runs show`
+reads, and what a runner finds after a crash, is what happened. Outside a `batch()`
+each write is its own transaction; the runner groups the writes of one scheduling step
+into one `batch()` and commits it before it starts the processes that step decided on.
+Writers are the process executing a run (one at a time, see `claim`); readers are
+anywhere.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -80,6 +85,7 @@ class TaskRunInfo:
         return asdict(self)
 
 
+_UPDATES: dict[tuple[str, ...], str] = {}  # (table, where, *columns) -> its UPDATE
 _RUN_COLUMNS = (
     "id, workflow, status, trigger, inputs, created, started, finished, error, runner_pid,"
     " runner_host"
@@ -93,6 +99,31 @@ class RunStore:
     def __init__(self, db: Database):
         self.db = db
         self.conn = db.conn
+        self._batching = False
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write inside the block goes into one transaction, committed on the way
+        out (also when the block raises: what was recorded had happened)."""
+        if self._batching:
+            yield
+            return
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+            if self.conn.in_transaction:
+                self.conn.commit()
+
+    @contextmanager
+    def _txn(self) -> Iterator[None]:
+        """A transaction of its own, or a part of the current batch."""
+        if self._batching:
+            yield
+        else:
+            with self.conn:
+                yield
 
     # --- writing --------------------------------------------------------------------------
     def create_run(
@@ -182,33 +213,43 @@ class RunStore:
 
     def update_run(self, run_id: int, event: str | None = None,
                    data: dict[str, Any] | None = None, **values: Any) -> None:  # fmt: skip
-        with self.conn:
-            self._set("runs", "id = ?", (run_id,), values)
-            if event:
-                self._event(run_id, None, event, data, time.time())
+        if not self._batching:
+            with self.conn:
+                self._update("runs", "id = ?", (run_id,), values, run_id, None, event, data)
+            return
+        self._update("runs", "id = ?", (run_id,), values, run_id, None, event, data)
 
     def update_task(self, run_id: int, task: str, event: str | None = None,
                     data: dict[str, Any] | None = None, **values: Any) -> None:  # fmt: skip
         if "outputs" in values:
             values["outputs"] = json.dumps(values["outputs"])
-        with self.conn:
-            self._set("task_runs", "run_id = ? AND task = ?", (run_id, task), values)
-            if event:
-                self._event(run_id, task, event, data, time.time())
+        where = "run_id = ? AND task = ?"
+        if not self._batching:
+            with self.conn:
+                self._update("task_runs", where, (run_id, task), values, run_id, task, event, data)
+            return
+        self._update("task_runs", where, (run_id, task), values, run_id, task, event, data)
 
     def event(
         self, run_id: int, task: str | None, kind: str, data: dict[str, Any] | None = None
     ) -> None:
-        with self.conn:
+        with self._txn():
             self._event(run_id, task, kind, data, time.time())
 
-    def _set(self, table: str, where: str, key: tuple[Any, ...], values: dict[str, Any]) -> None:
-        if not values:
-            return
-        assignments = ", ".join(f"{column} = ?" for column in values)
-        self.conn.execute(
-            f"UPDATE {table} SET {assignments} WHERE {where}", (*values.values(), *key)
-        )
+    def _update(self, table: str, where: str, key: tuple[Any, ...], values: dict[str, Any],
+                run_id: int, task: str | None, event: str | None,
+                data: dict[str, Any] | None) -> None:  # fmt: skip
+        # the runner makes thousands of these a second: the SQL text is built once per
+        # shape (sqlite3 then reuses its prepared statement), not once per call
+        if values:
+            shape = (table, where, *values)
+            sql = _UPDATES.get(shape)
+            if sql is None:
+                assignments = ", ".join(f"{column} = ?" for column in values)
+                sql = _UPDATES[shape] = f"UPDATE {table} SET {assignments} WHERE {where}"
+            self.conn.execute(sql, (*values.values(), *key))
+        if event:
+            self._event(run_id, task, event, data, time.time())
 
     def _event(self, run_id: int, task: str | None, kind: str,
                data: dict[str, Any] | None, ts: float) -> None:  # fmt: skip

@@ -25,6 +25,8 @@ from clerk.engine.runs import RunStore
 from clerk.errors import ClerkError, SpecError
 
 if TYPE_CHECKING:
+    from sqlite_utils import Database
+
     from clerk.app import App
 
 
@@ -68,9 +70,10 @@ def logs_dir(app: App) -> Path:
     return app.config.paths.state_dir / "runs"
 
 
-def make_runner(app: App, **options: Any) -> Runner:
+def make_runner(app: App, db: Database | None = None, **options: Any) -> Runner:
+    """`db`: a connection of the runner's own (the daemon's runner thread); else the app's."""
     return Runner(
-        app.store,
+        db if db is not None else app.store,
         app.registry.executors,
         logs_dir=logs_dir(app),
         hooks=app.pm,

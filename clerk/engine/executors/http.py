@@ -58,7 +58,7 @@ class HttpExecutor(Executor):
             request = self._request(context)
         except (ClerkError, ValueError) as exc:
             return TaskResult(False, error_code=CONFIG, message=str(exc), recoverable=False)
-        log = CappedLog(context.stdout_log, context.log_limit)
+        log = CappedLog(context.stdout_log, context.log_limit, context.secrets)
         try:
             return self._send(request, context, log)
         finally:

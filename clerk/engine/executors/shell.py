@@ -23,12 +23,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from clerk.engine.api import CONFIG, OUTPUTS, Executor, TaskContext, TaskResult
-from clerk.engine.process import run_process
+from clerk.engine.api import CONFIG, OUTPUTS, Command, ProcessExecutor, TaskContext, TaskResult
+from clerk.engine.process import environ
 from clerk.errors import ClerkError, SpecError
 
 
-class ShellExecutor(Executor):
+class ShellExecutor(ProcessExecutor):
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
         command = config.get("command")
@@ -44,20 +44,22 @@ class ShellExecutor(Executor):
         cwd = config.get("cwd")
         if cwd is not None and not isinstance(cwd, str):
             raise SpecError("cwd: wants a directory")
-        self.command = [str(a) for a in command]
+        self.command_args = [str(a) for a in command]
         self.env = {str(k): str(v) for k, v in env.items()}
         self.cwd = cwd
 
-    def execute(self, context: TaskContext) -> TaskResult:
+    def command(self, context: TaskContext) -> Command | TaskResult:
         try:
-            argv = [context.render(arg) for arg in self.command]
-            env = {**os.environ, **{k: context.render(v) for k, v in self.env.items()}}
+            argv = [context.render(arg) for arg in self.command_args]
+            env = environ() | {k: context.render(v) for k, v in self.env.items()}
             cwd = os.path.expanduser(context.render(self.cwd)) if self.cwd else None
         except ClerkError as exc:
             return TaskResult(False, error_code=CONFIG, message=str(exc), recoverable=False)
         if context.outputs_file is not None:
             env["CLERK_OUTPUTS"] = str(context.outputs_file)
-        result = run_process(argv, env=env, cwd=cwd, context=context)
+        return Command(argv, env, cwd)
+
+    def finish(self, result: TaskResult, context: TaskContext) -> TaskResult:
         return read_outputs(result, context.outputs_file)
 
 
