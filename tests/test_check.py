@@ -603,3 +603,21 @@ def test_a_misspelt_attribute_in_an_attr_filter_is_caught(tmp_path: Path) -> Non
         "classifier 'stat' has no attribute 'ownr' (did you mean 'owner'?)"
     ]
     assert spots(problems)[0].startswith("6:")
+
+
+def test_python_isolation_is_a_known_key_with_two_values(tmp_path: Path) -> None:
+    registry = make_plugin_manager().registry()  # the built-in executors and their keys
+    problems = check(
+        tmp_path,
+        """
+        workflows:
+          w:
+            tasks:
+              - {name: a, executor: python, call: "os:getcwd", isolation: thread}
+              - {name: b, executor: python, call: "os:getcwd", isolation: fibre}
+        """,
+        registry,
+    )
+    assert [str(p).split(":", 1)[1] for p in problems] == [
+        "5:67: isolation: is process (the default) or thread, got 'fibre'"
+    ]

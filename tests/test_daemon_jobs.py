@@ -121,7 +121,10 @@ def test_a_run_missed_while_down_runs_once_at_start_and_jobs_run(
         assert "1 move" in ran.stdout
         assert files_under(expired) == ["fresh-1.txt", "missed-1.txt"]
         unknown = clerk("jobs", "run", "nosuch")
-        assert unknown.returncode == 1 and "no lifecycle job named 'nosuch'" in unknown.stderr
+        assert (
+            unknown.returncode == 1
+            and "no lifecycle job or scheduled workflow named 'nosuch'" in unknown.stderr
+        )
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
     assert "job missed missed a run while the daemon was down" in daemon.log()

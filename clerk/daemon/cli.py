@@ -99,6 +99,9 @@ def _print_status(reply: dict[str, Any]) -> None:
     click.echo(f"pid {reply['pid']}, up {_duration(reply['uptime'])}")
     click.echo(f"queue: {reply['queue']}, ops/min: {reply['ops_per_minute']}, "
                f"overflows: {reply['overflows']}, reconciles: {reply['reconciles']}")  # fmt: skip
+    active = (reply.get("runs") or {}).get("active", 0)
+    click.echo(f"waiting (after:): {reply.get('waiting', 0)}, hop-limited: "
+               f"{reply.get('hop_limited', 0)}, runs executing: {active}")  # fmt: skip
     for root in reply.get("roots", []):
         click.echo(f"root {root['name']}: {printable(root['path'])} ({root['watch']})")
     for job in reply.get("jobs", []):
@@ -155,14 +158,17 @@ def stop(ctx: click.Context) -> None:
 
 @click.group()
 def jobs() -> None:
-    """Lifecycle jobs: rules with `schedule:` or `every:`."""
+    """Lifecycle jobs: rules with `schedule:` or `every:`.
+
+    Workflows with `schedule:` or `every:` are jobs too: each tick starts a run.
+    """
 
 
 @jobs.command(name="list")
 @listing_options
 @click.pass_context
 def jobs_list(ctx: click.Context, as_json: bool, as_nl: bool) -> None:
-    """List lifecycle jobs with their last and next run (next run only while the daemon runs)."""
+    """List scheduled jobs with their last and next run (next run only while the daemon runs)."""
     from clerk.daemon.control import DaemonNotRunning
 
     try:
@@ -178,7 +184,7 @@ def jobs_list(ctx: click.Context, as_json: bool, as_nl: bool) -> None:
     ]
     print_rows(
         rows if as_json or as_nl else shown,
-        ["name", "schedule", "last_run", "last_status", "next_run"],
+        ["name", "kind", "schedule", "last_run", "last_status", "next_run"],
         as_json=as_json,
         as_nl=as_nl,
     )
@@ -189,7 +195,8 @@ def jobs_list(ctx: click.Context, as_json: bool, as_nl: bool) -> None:
 @json_option
 @click.pass_context
 def jobs_run(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Run lifecycle job NAME now, in the daemon (without one: `clerk scan --rule NAME`)."""
+    """Run job NAME now, in the daemon: a lifecycle rule's sweep, or a scheduled workflow's
+    run (without the daemon: `clerk scan --rule NAME`, `clerk run NAME`)."""
     from clerk.daemon.control import DaemonNotRunning
 
     try:
@@ -202,6 +209,8 @@ def jobs_run(ctx: click.Context, name: str, as_json: bool) -> None:
         print_json(reply)
     elif "error" in reply and "done" not in reply:
         raise ClerkError(reply["error"])
+    elif reply.get("kind") == "workflow":
+        click.echo(f"job {name}: run {reply['run']} started (clerk runs follow {reply['run']})")
     else:
         done = ", ".join(f"{n} {k}" for k, n in sorted(reply["done"].items())) or "nothing"
         click.echo(f"job {name}: {reply['seen']} files seen, {reply['matched']} matched; "

@@ -105,7 +105,8 @@ def inflight(db: Database, root: str) -> dict[str, str]:
     return {from_db(relpath): trigger for relpath, trigger in db.execute(sql, [root])}
 
 
-def drop_inflight(db: Database, root: str) -> None:
-    """After a clean walk: what is still listed is no longer there."""
+def drop_inflight(db: Database, root: str, before: float) -> None:
+    """After a clean walk that began at `before`: what was listed before it and is still
+    listed is no longer there (files listed since, e.g. `after:` waits, stay)."""
     with db.atomic():
-        db.execute("DELETE FROM daemon_inflight WHERE root = ?", [root])
+        db.execute("DELETE FROM daemon_inflight WHERE root = ? AND since < ?", [root, before])

@@ -1,4 +1,5 @@
-"""Lifecycle schedules: rules with `schedule:` (cron) or `every:` run as sweeps.
+"""Schedules: rules with `schedule:` (cron) or `every:` run as sweeps over their roots;
+workflows with `schedule:` or `every:` start a run.
 
 APScheduler 3 (BackgroundScheduler, memory job store) is only the timer: the rule files
 say which jobs exist (re-read on reload), the store's `schedules` table says when each
@@ -25,15 +26,57 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlite_utils import Database
 
-from clerk.rules.model import Rule, RuleSet
+from clerk.rules.model import RuleSet
+from clerk.store import write_txn
 
 log = logging.getLogger("clerk.daemon.schedule")
+
+
+WORKFLOW_PREFIX = "workflow:"
+
+
+@dataclass(frozen=True)
+class Timed:
+    """Something that runs on a timer: a lifecycle rule or a scheduled workflow."""
+
+    key: str  # the job's id, and its row in the `schedules` table
+    name: str
+    kind: str  # "rule" | "workflow"
+    schedule: str | None
+    every: float | None
+
+
+def timed_jobs(ruleset: RuleSet) -> list[Timed]:
+    """The enabled lifecycle rules, then the workflows with a schedule."""
+    jobs = [Timed(r.name, r.name, "rule", r.schedule, r.every)
+            for r in ruleset.rules if r.enabled and r.is_lifecycle]  # fmt: skip
+    for name, workflow in scheduled_workflows(ruleset).items():
+        jobs.append(Timed(WORKFLOW_PREFIX + name, name, "workflow", workflow.schedule,
+                          workflow.every))  # fmt: skip
+    return jobs
+
+
+def scheduled_workflows(ruleset: RuleSet) -> dict[str, Any]:
+    from clerk.engine.model import WorkflowError, build_workflow
+
+    tasks = {name: d for name, d in ruleset.workflows.items()
+             if isinstance(d, dict) and d.get("kind") == "Task"}  # fmt: skip
+    found = {}
+    for name, definition in ruleset.workflows.items():
+        try:
+            workflow = build_workflow(name, definition, tasks)
+        except WorkflowError:
+            continue  # `clerk check` reports it (and the daemon refuses to start on it)
+        if workflow.schedule or workflow.every:
+            found[name] = workflow
+    return found
 
 
 @dataclass
 class JobInfo:
     name: str
     spec: str
+    kind: str = "rule"
     last_run: float | None = None
     last_status: str | None = None
     last_summary: dict[str, Any] | None = None
@@ -41,6 +84,7 @@ class JobInfo:
     def as_dict(self, next_run: float | None) -> dict[str, Any]:
         return {
             "name": self.name,
+            "kind": self.kind,
             "schedule": self.spec,
             "last_run": self.last_run,
             "last_status": self.last_status,
@@ -49,12 +93,13 @@ class JobInfo:
         }
 
 
-def spec_of(rule: Rule) -> str:
-    return f"cron {rule.schedule}" if rule.schedule else f"every {rule.every:g}s"
+def spec_of(job: Timed) -> str:
+    return f"cron {job.schedule}" if job.schedule else f"every {job.every:g}s"
 
 
 class Schedules:
-    """The timer for lifecycle rules. `fire(name)` is called on APScheduler's thread."""
+    """The timer for lifecycle rules and scheduled workflows. `fire(key)` is called on
+    APScheduler's thread."""
 
     def __init__(self, db: Database, fire: Callable[[str], None]):
         self.db = db
@@ -69,33 +114,32 @@ class Schedules:
         self._started = False
 
     def sync(self, ruleset: RuleSet) -> list[str]:
-        """Schedule exactly the enabled lifecycle rules; return the ones missed while down."""
+        """Schedule exactly the timed jobs of the rules; return the keys of those missed
+        while the daemon was down."""
         self.scheduler.remove_all_jobs()
         rows = self._rows()
         now = time.time()
         missed: list[str] = []
         self.jobs = {}
-        for rule in ruleset.rules:
-            if not rule.enabled or not rule.is_lifecycle:
-                continue
-            row = rows.get(rule.name) or self._first_seen(rule, now)
-            info = JobInfo(rule.name, spec_of(rule), row.get("last_run"), row.get("last_status"),
-                           _json(row.get("last_summary")))  # fmt: skip
-            self.jobs[rule.name] = info
+        for job in timed_jobs(ruleset):
+            row = rows.get(job.key) or self._first_seen(job, now)
+            info = JobInfo(job.name, spec_of(job), job.kind, row.get("last_run"),
+                           row.get("last_status"), _json(row.get("last_summary")))  # fmt: skip
+            self.jobs[job.key] = info
             base = row.get("last_run") or row.get("first_seen") or now
-            overdue = self._overdue(rule, base, now)
+            overdue = self._overdue(job, base, now)
             if overdue:
-                missed.append(rule.name)
+                missed.append(job.key)
             self.scheduler.add_job(
-                self.fire, self._trigger(rule, base, now, overdue), args=[rule.name],
-                id=rule.name, name=rule.name, replace_existing=True,
+                self.fire, self._trigger(job, base, now, overdue), args=[job.key],
+                id=job.key, name=job.key, replace_existing=True,
             )  # fmt: skip
         if not self._started:
             self.scheduler.start()
             self._started = True
         return missed
 
-    def _trigger(self, rule: Rule, base: float, now: float, overdue: bool) -> BaseTrigger:
+    def _trigger(self, rule: Timed, base: float, now: float, overdue: bool) -> BaseTrigger:
         if rule.schedule:
             return CronTrigger.from_crontab(rule.schedule, timezone=self.scheduler.timezone)
         assert rule.every is not None
@@ -104,7 +148,7 @@ class Schedules:
         return IntervalTrigger(seconds=rule.every, start_date=self._dt(max(start, now)),
                                timezone=self.scheduler.timezone)  # fmt: skip
 
-    def _overdue(self, rule: Rule, base: float, now: float) -> bool:
+    def _overdue(self, rule: Timed, base: float, now: float) -> bool:
         if rule.every is not None:
             return now - base >= rule.every
         assert rule.schedule is not None
@@ -119,9 +163,9 @@ class Schedules:
     def _rows(self) -> dict[str, dict[str, Any]]:
         return {row["name"]: row for row in self.db.query("SELECT * FROM schedules")}
 
-    def _first_seen(self, rule: Rule, now: float) -> dict[str, Any]:
-        row = {"name": rule.name, "spec": spec_of(rule), "first_seen": now}
-        with self.db.atomic():
+    def _first_seen(self, job: Timed, now: float) -> dict[str, Any]:
+        row = {"name": job.key, "spec": spec_of(job), "first_seen": now}
+        with write_txn(self.db):  # IMMEDIATE: the runner thread writes too
             self.db.table("schedules").insert(row, pk="name", replace=True)
         return row
 
@@ -130,7 +174,7 @@ class Schedules:
         info = self.jobs.get(name)
         if info is not None:
             info.last_run, info.last_status, info.last_summary = when, status, summary
-        with self.db.atomic():
+        with write_txn(self.db):  # IMMEDIATE: the runner thread writes too
             self.db.table("schedules").upsert(
                 {"name": name, "spec": info.spec if info else None, "last_run": when,
                  "last_status": status, "last_summary": json.dumps(summary)},
@@ -140,8 +184,8 @@ class Schedules:
     def listing(self) -> list[dict[str, Any]]:
         """Jobs with their next run (safe from any thread: plain values, APScheduler locks)."""
         out = []
-        for name, info in sorted(self.jobs.items()):
-            job = self.scheduler.get_job(name) if self._started else None
+        for key, info in sorted(self.jobs.items()):
+            job = self.scheduler.get_job(key) if self._started else None
             when = job.next_run_time.timestamp() if job and job.next_run_time else None
             out.append(info.as_dict(when))
         return out
@@ -168,11 +212,9 @@ def stored_jobs(db: Database, ruleset: RuleSet) -> list[dict[str, Any]]:
     if "schedules" in db.table_names():
         rows = {row["name"]: row for row in db.query("SELECT * FROM schedules")}
     out = []
-    for rule in ruleset.rules:
-        if not rule.is_lifecycle or not rule.enabled:
-            continue
-        row = rows.get(rule.name, {})
-        info = JobInfo(rule.name, spec_of(rule), row.get("last_run"), row.get("last_status"),
-                       _json(row.get("last_summary")))  # fmt: skip
+    for job in timed_jobs(ruleset):
+        row = rows.get(job.key, {})
+        info = JobInfo(job.name, spec_of(job), job.kind, row.get("last_run"),
+                       row.get("last_status"), _json(row.get("last_summary")))  # fmt: skip
         out.append(info.as_dict(None))
     return out

@@ -13,6 +13,10 @@ write happens on the thread that calls `Daemon.run()` (the main thread).
 from __future__ import annotations
 
 import fnmatch
+import gc
+import heapq
+import itertools
+import json
 import logging
 import os
 import queue
@@ -21,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from clerk.daemon.notify import Notifier, watchdog_interval
@@ -32,24 +37,32 @@ from clerk.daemon.reconcile import (
     root_device,
     walk_changes,
 )
-from clerk.daemon.schedule import Schedules
+from clerk.daemon.runs import DaemonRuns
+from clerk.daemon.schedule import WORKFLOW_PREFIX, Schedules
 from clerk.daemon.settle import Ready, Settler
 from clerk.daemon.watch import FsEvent, Overflow, Watchers
 from clerk.errors import ConfigError, Problem
 from clerk.rules.walk import SKIPPED_DIRS, Candidate, candidate_for, ignore_matcher, walk_root
+from clerk.store import write_txn
 
 if TYPE_CHECKING:
     from clerk.app import App
-    from clerk.rules.engine import Engine, Summary
+    from clerk.rules.engine import Engine, FileOutcome, Summary
     from clerk.rules.model import Root, RuleSet
 
 log = logging.getLogger("clerk.daemon")
 
 HEALTH_INTERVAL = 1.0  # seconds between watcher / root availability checks
 MAX_WAIT = 2.0  # the loop wakes at least this often (cheap: no busy polling)
+DRAIN_LIMIT = 2000  # intake items handled between two looks at what is ready
 PLACED_TTL = 120.0  # how long events at a destination we placed are ours
 LAST_ERRORS = 20
 OVERFLOW_BACKLOG = 3.0  # seconds after the overflow's reconcile before opens count again
+AFTER_SLACK = 0.05  # look at an `after:` file this late: the monotonic and wall clocks drift
+_RELOCATING = frozenset({"move", "rename"})
+RUN_STOP_TIMEOUT = 20.0  # running tasks may finish this long on stop (TimeoutStopSec=30s)
+MAX_HOPS = 8  # rule moves of one file (dev, inode) within HOP_WINDOW before it is left be
+HOP_WINDOW = 600.0
 
 INITIALIZING, READY, PROCESSING, DEGRADED, STOPPING = (
     "INITIALIZING", "READY", "PROCESSING", "DEGRADED", "STOPPING",
@@ -103,6 +116,15 @@ class Daemon:
         self._next_ping = 0.0
         self._ping_every = watchdog_interval()
         self.schedules: Schedules | None = None
+        # files to look at again at a given time: `after:` waits, and arrivals in another
+        # watched root through a rule (a chain); (monotonic due, seq, path, trigger)
+        self._due: list[tuple[float, int, str, str]] = []
+        self._due_at: dict[str, float] = {}
+        self._due_seq = itertools.count()
+        self._hops: dict[tuple[int, int], tuple[int, float]] = {}  # -> (hops, first hop)
+        self.hop_limited = 0
+        self._chain_roots: set[str] = set()
+        self.runs = DaemonRuns(app)
 
     # --- start -----------------------------------------------------------------------------
     def prepare(self) -> list[Problem]:
@@ -123,8 +145,13 @@ class Daemon:
     def _use(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
         self.engine = self.app.engine(ruleset, keep_outcomes=True)
+        self.runs.use(ruleset)
         self._root_devs = {r.name: root_device(r) for r in self.watched_roots()}
         self.unavailable = {n for n, dev in self._root_devs.items() if dev is None}
+        # watched roots whose rules take arrivals: a rule moving a file there is a chain
+        self._chain_roots = {
+            r.name for r in self.watched_roots() if ruleset.rules_for(r.name, "moved")
+        }
 
     def watched_roots(self) -> list[Root]:
         assert self.ruleset is not None
@@ -132,11 +159,19 @@ class Daemon:
 
     def run(self) -> int:
         """The worker loop, until stopped. Returns the exit code."""
+        from clerk.engine.queue import set_run_sink
+
         self._install_signals()
+        # runs of an earlier daemon first; from now on the rules' runs start here at once
+        self.runs.start()
+        set_run_sink(self.runs.submit)
         self.watchers.start([r for r in self.watched_roots() if r.name not in self.unavailable])
         self.reconcile("start")
         self._sync_schedules()
         self._set_state()
+        # what start-up built lives as long as the daemon: out of the collector's full
+        # passes, which otherwise stall the worker 100 ms+ now and then (p99 latency)
+        gc.freeze()
         self.notifier.ready(self.status_line())
         log.info("ready: %s", self.status_line())
         now = time.monotonic()
@@ -189,6 +224,7 @@ class Daemon:
             ready = self.settler.due(time.monotonic())
             if ready:
                 self.process_ready(ready)
+            self._process_due(time.monotonic())
         self._ping()
 
     def _wait_and_drain(self) -> None:
@@ -197,6 +233,9 @@ class Daemon:
         deadline = self.settler.next_deadline()
         if deadline is not None and not self.paused:
             wake_at = min(wake_at, deadline)
+        due = self._next_due()
+        if due is not None and not self.paused:
+            wake_at = min(wake_at, due)
         if self._ping_every:
             wake_at = min(wake_at, self._next_ping)
         try:
@@ -204,8 +243,9 @@ class Daemon:
         except queue.Empty:
             return
         self._handle(item)
-        # take everything already queued before acting: a burst becomes one batch
-        while True:
+        # take what is already queued before acting (a burst becomes one batch), but not
+        # forever: under a steady flood of events the files already complete must move on
+        for _ in range(DRAIN_LIMIT):
             try:
                 item = self.intake.get_nowait()
             except queue.Empty:
@@ -242,6 +282,7 @@ class Daemon:
             self._stop = True
             self.state = STOPPING
             self.notifier.stopping()
+            self.runs.stop_taking()  # at once: no task starts while the daemon stops
         self.intake.put(_Wake("stop"))
 
     def _shutdown(self) -> None:
@@ -254,6 +295,10 @@ class Daemon:
         self.watchers.close()
         if self.schedules is not None:
             self.schedules.shutdown()
+        from clerk.engine.queue import set_run_sink
+
+        set_run_sink(None)
+        self.runs.stop(RUN_STOP_TIMEOUT)
         for name in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(name, signal.SIG_DFL)
 
@@ -289,6 +334,8 @@ class Daemon:
             return
         elif kind == "closed":
             self.settler.closed_after_write(path, root, "modified", now)
+        elif kind == "new":  # made here: its creator has it open until its close
+            self.settler.created_open(path, root, now)
         elif kind in ("created", "moved", "modified") or (
             kind == "attrib" and path in self.settler  # mtime set after the last write
         ):
@@ -394,12 +441,15 @@ class Daemon:
             return False
         self._set_state(PROCESSING)
         tracked = rule_names is None  # a lifecycle sweep reruns on its own when missed
+        # the engine's clock for age filters and `after:` (it is made once per rule load)
+        self.engine.facts.now = datetime.now().astimezone()
         try:
             if tracked:
                 mark_inflight(self.app.store, batch, trigger, time.time())
             summary = self.engine.process(batch, trigger, seen_ids=seen_ids, rule_names=rule_names)
             if tracked:
                 clear_inflight(self.app.store, batch)
+                self._wait_for_after(batch, trigger, summary)
         except Exception as exc:  # the store or a plugin blew up: report, keep serving
             log.exception("processing %d file(s) failed", len(batch))
             self.record_error("process", f"{type(exc).__name__}: {exc}")
@@ -425,6 +475,7 @@ class Daemon:
             for result in outcome.ops:
                 if result.status == "done" and result.dst:
                     self._remember_placed(result.dst, now)
+            self._follow_chain(outcome)
         for error in summary.errors:
             self.record_error("rule", error)
         if done or summary.failed:
@@ -441,13 +492,134 @@ class Daemon:
             st = os.lstat(path)
         except OSError:
             return
+        # re-inserted at the end: the dict stays in expiry order (one TTL for all)
+        self._placed.pop(path, None)
         self._placed[path] = ((st.st_dev, st.st_ino), now + PLACED_TTL)
 
     def _expire_placed(self, now: float) -> None:
-        if len(self._placed) < 10_000:
-            return
-        for path in [p for p, (_, t) in self._placed.items() if t < now]:
+        # oldest first: stop at the first one still valid (no full scan per batch)
+        while self._placed:
+            path, (_, expires) = next(iter(self._placed.items()))
+            if expires >= now:
+                return
             del self._placed[path]
+
+    # --- looking again: `after:` waits and rule chains -----------------------------------------
+    def _wait_for_after(self, batch: list[Candidate], trigger: str, summary: Summary) -> None:
+        """Files a rule with `after:` did not take yet because they changed too recently:
+        look at them again when the first such rule is due (not before: the engine checks
+        the mtime again then, so a file changed meanwhile waits anew). A file an earlier
+        rule took is not waited for: the first matching rule won. Listed as in flight,
+        so a restart's reconcile looks at them again too."""
+        assert self.ruleset is not None and self.engine is not None
+        if not any(rule.after for rule in self.ruleset.rules):
+            return
+        taken = {outcome.path for outcome in summary.outcomes if outcome.rules}
+        now_wall, now = time.time(), time.monotonic()
+        waiting: list[Candidate] = []
+        for candidate in batch:
+            rules = self.engine.rules_for(candidate.root.name, trigger, None)
+            rules = [rule for rule in rules if rule.after]
+            if not rules or candidate.path in taken:
+                continue
+            try:
+                st = os.lstat(candidate.path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) != (candidate.st.st_dev, candidate.st.st_ino):
+                continue
+            waits = [w for w in (r.waiting(st.st_mtime, now_wall) for r in rules) if w > 0]
+            if waits:
+                self._look_again(candidate.path, trigger, now + min(waits) + AFTER_SLACK)
+                waiting.append(candidate)
+        if waiting:
+            mark_inflight(self.app.store, waiting, trigger, now_wall)
+
+    def _follow_chain(self, outcome: FileOutcome) -> None:
+        """A rule moved a file into another watched root: that root's rules see it arrive
+        (the watch event is ours and ignored, the catalog already knows the file). A file
+        moved more than MAX_HOPS times within HOP_WINDOW is in a rule loop: left there."""
+        assert self.ruleset is not None and self.engine is not None
+        if not self._chain_roots:
+            return
+        dst = next((r.dst for r in reversed(outcome.ops)
+                    if r.status == "done" and r.dst and r.kind in _RELOCATING), None)  # fmt: skip
+        there = self.ruleset.roots.locate(dst) if dst is not None else None
+        if dst is None or there is None or there[0].name not in self._chain_roots:
+            return
+        root = there[0]
+        here = self.ruleset.roots.locate(outcome.path)
+        if here is None or here[0].name == root.name or root.name in self.unavailable:
+            return
+        try:
+            st = os.lstat(dst)
+        except OSError:
+            return
+        hops = self._count_hop((st.st_dev, st.st_ino))
+        if hops > MAX_HOPS:
+            self.hop_limited += 1
+            message = (
+                f"moved by rules {hops - 1} times within {HOP_WINDOW:g}s: a rule loop?"
+                f" left in root {root.name}"
+            )
+            self.record_error("hops", f"{dst}: {message}")
+            self._file_error(dst, message)
+            log.error("%s: %s", dst, message)
+            return
+        candidate = candidate_for(dst, self.ruleset.roots)
+        if candidate is None:
+            return
+        # listed in flight: a crash before the next step does not lose it (reconcile)
+        mark_inflight(self.app.store, [candidate], "moved", time.time())
+        self._look_again(dst, "moved", time.monotonic())
+
+    def _count_hop(self, identity: tuple[int, int]) -> int:
+        now = time.monotonic()
+        hops, first = self._hops.get(identity, (0, now))
+        if now - first > HOP_WINDOW:
+            hops, first = 0, now
+        self._hops[identity] = (hops + 1, first)
+        if len(self._hops) > 10_000:
+            for key in [k for k, (_, t) in self._hops.items() if now - t > HOP_WINDOW]:
+                del self._hops[key]
+        return hops + 1
+
+    def _look_again(self, path: str, trigger: str, due: float) -> None:
+        """Handle `path` at monotonic time `due` (the latest request for a path wins)."""
+        self._due_at[path] = due
+        heapq.heappush(self._due, (due, next(self._due_seq), path, trigger))
+
+    def _next_due(self) -> float | None:
+        while self._due:
+            due, _, path, _ = self._due[0]
+            if self._due_at.get(path) == due:
+                return due
+            heapq.heappop(self._due)  # superseded
+        return None
+
+    def _process_due(self, now: float) -> None:
+        assert self.ruleset is not None
+        by_trigger: dict[str, list[Candidate]] = {}
+        while self._due and self._due[0][0] <= now:
+            due, _, path, trigger = heapq.heappop(self._due)
+            if self._due_at.get(path) != due:
+                continue
+            del self._due_at[path]
+            candidate = candidate_for(path, self.ruleset.roots)
+            if candidate is not None and candidate.root.name not in self.unavailable:
+                by_trigger.setdefault(trigger, []).append(candidate)
+        for trigger, candidates in by_trigger.items():
+            # not `_not_yet_handled`: the catalog knows these files, they are due anyway
+            self.run_rules(candidates, trigger)
+
+    def _file_error(self, path: str, message: str) -> None:
+        """An error against the file, where `clerk files history` and the engine put them."""
+        with write_txn(self.app.store):
+            self.app.store.execute(
+                "INSERT INTO events (ts, kind, subject, data) VALUES (?, 'file_error', ?, ?)",
+                [time.time(), path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                 json.dumps({"error": message})],
+            )  # fmt: skip
 
     # --- reconcile ----------------------------------------------------------------------------
     def reconcile(self, reason: str) -> None:
@@ -471,6 +643,7 @@ class Daemon:
 
     def _reconcile_root(self, root: Root) -> list[int]:
         assert self.ruleset is not None and self.engine is not None
+        walk_started = time.time()
         walked = walk_changes(self.app.store, root, self.ruleset.roots)
         now_wall, now = time.time(), time.monotonic()
         deferred = 0
@@ -498,7 +671,7 @@ class Daemon:
             with self.app.store.atomic():
                 assert self.engine.catalog is not None
                 self.engine.catalog.mark_gone(root.name, seen)
-            drop_inflight(self.app.store, root.name)
+            drop_inflight(self.app.store, root.name, before=walk_started)
         others = sum(len(v) for k, v in todo.items() if k != "created")
         return [len(todo["created"]), others, deferred]
 
@@ -535,6 +708,10 @@ class Daemon:
             if back is not None and name not in self.unavailable:
                 self.watchers.restart(back)
                 self._reconcile_now = f"root {name} back"
+        down = self.runs.revive()
+        if down is not None:
+            self.record_error("runs", f"workflow runner restarted: {down}")
+            log.error("workflow runner restarted: %s", down)
         for name in self.watchers.dead():
             if name in self.unavailable:
                 continue
@@ -565,11 +742,15 @@ class Daemon:
 
     # --- lifecycle jobs -------------------------------------------------------------------------
     def run_job(self, name: str, why: str) -> dict[str, Any]:
-        """One sweep of a lifecycle rule over its roots, through the engine."""
+        """One sweep of a lifecycle rule over its roots, through the engine; or a run of
+        a scheduled workflow (`workflow:NAME`, or NAME when no rule has that name)."""
         assert self.ruleset is not None
         rule = self.ruleset.rule(name)
         if rule is None or not rule.is_lifecycle or not rule.enabled:
-            return {"ok": False, "error": f"no lifecycle job named {name!r}"}
+            workflow = name.removeprefix(WORKFLOW_PREFIX)
+            if self.schedules is not None and WORKFLOW_PREFIX + workflow in self.schedules.jobs:
+                return self.start_workflow(workflow, why)
+            return {"ok": False, "error": f"no lifecycle job or scheduled workflow named {name!r}"}
         started = time.time()
         totals = Totals()
         for root_name in rule.roots:
@@ -588,6 +769,19 @@ class Daemon:
         if self.schedules is not None:
             self.schedules.record(name, status, result, started)
         log.info("job %s (%s): %s", name, why, totals.describe())
+        return result
+
+    def start_workflow(self, name: str, why: str) -> dict[str, Any]:
+        """A run of a scheduled workflow, handed to the daemon's runner at once."""
+        from clerk.engine.queue import RunRequest
+
+        started = time.time()
+        trigger = "schedule" if why in ("schedule", "missed") else why
+        run_id = self.runs.submit(RunRequest(name, {}, trigger=f"{trigger}:{name}"))
+        result = {"ok": True, "job": name, "kind": "workflow", "why": why, "run": run_id}
+        if self.schedules is not None:
+            self.schedules.record(WORKFLOW_PREFIX + name, "started", result, started)
+        log.info("job workflow:%s (%s): run %d started", name, why, run_id)
         return result
 
     def _sweepable(self, root: Root) -> bool:
@@ -708,12 +902,15 @@ class Daemon:
             "ops_per_minute": self.ops_per_minute(),
             "processed": self.processed,
             "overflows": self.overflows,
+            "waiting": len(self._due_at),
+            "hop_limited": self.hop_limited,
             "watcher_restarts": self.watchers.restarts,
             "reconciles": self.reconciles,
             "last_reconcile": self.last_reconcile,
             "reloads": self.reloads,
             "last_errors": list(self.last_errors),
             "jobs": self.jobs(),
+            "runs": self.runs.status(),
         }
 
     def jobs(self) -> list[dict[str, Any]]:

@@ -89,11 +89,7 @@ def check_rules(ruleset: RuleSet, registry: Registry, *, check_paths: bool = Tru
         checker.check_rule(rule)
     checker.check_duplicate_rules()
     workflows = _WorkflowChecker(checker.problems, _executors(registry), ruleset)
-    workflows.plugin_executors = {
-        name: cls
-        for name, cls in (getattr(registry, "executors", None) or {}).items()
-        if name not in BUILTIN_EXECUTORS
-    }
+    workflows.executor_classes = dict(getattr(registry, "executors", None) or {})
     for source in _workflow_sources(ruleset):
         workflows.check(source)
     return checker.problems
@@ -359,13 +355,14 @@ _TASK_KEYS = (
     "name", "executor", "command", "call", "args", "kwargs", "env", "url", "method",
     "headers", "body", "timeout", "resources", "description", "fallback",
 )  # fmt: skip
+_TIMER = ("schedule", "every")  # a workflow the daemon starts on a cron or an interval
 COMPACT = _Dialect(
     depends_on="depends_on",
     retry="retry",
     retry_keys=("max", "backoff", "factor", "max_backoff", "jitter"),
     retry_max="max",
     task_keys=(*_TASK_KEYS, "cwd", "depends_on", "retry", "on_failure"),
-    workflow_keys=("tasks", "parallelism", "description", "timeout", "schedule", "on_failure"),
+    workflow_keys=("tasks", "parallelism", "description", "timeout", *_TIMER, "on_failure"),
 )
 RESOURCE = _Dialect(
     depends_on="dependsOn",
@@ -374,7 +371,7 @@ RESOURCE = _Dialect(
     retry_max="maxRetries",
     task_keys=(*_TASK_KEYS, "workingDir", "dependsOn", "retryPolicy", "onFailure", "taskRef"),
     workflow_keys=(
-        "tasks", "parallelism", "description", "timeout", "schedule", "onFailure",
+        "tasks", "parallelism", "description", "timeout", "schedule", "every", "onFailure",
         "executor", "resources", "retryPolicy",
     ),
 )  # fmt: skip
@@ -391,7 +388,7 @@ class _WorkflowChecker:
         loaded = ruleset if isinstance(ruleset, LoadedRuleSet) else None
         sources = loaded.workflow_sources if loaded else {}
         self.task_resources = sorted(n for n, s in sources.items() if s.form == "Task")
-        self.plugin_executors: dict[str, Any] = {}  # name -> class, for plugins' own keys
+        self.executor_classes: dict[str, Any] = {}  # name -> class: their own task keys
 
     def error(self, where: Location, message: str, severity: str = "error") -> None:
         self.problems.append(Problem(where, message, severity))
@@ -429,10 +426,7 @@ class _WorkflowChecker:
         self.check_keys(node, dialect.workflow_keys, "workflow key")
         self.number(node, "parallelism", minimum=1, whole=True)
         self.duration(node, "timeout")
-        if isinstance(node.get("schedule"), str):
-            problem = cron_problem(node["schedule"])
-            if problem:
-                self.error(self.value_at(node, "schedule"), f"schedule: {problem}")
+        self.check_schedule(node)
         tasks = node.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             self.error(
@@ -456,8 +450,8 @@ class _WorkflowChecker:
 
     def check_task(self, task: Any, dialect: _Dialect, name: int | None) -> str | None:
         """Check one task; return its name (tasks in a workflow need one)."""
-        plugin = self.plugin_executors.get(task.get("executor"))
-        own_keys = tuple(getattr(plugin, "keys", ()) or ())
+        executor_class = self.executor_classes.get(task.get("executor"))
+        own_keys = tuple(getattr(executor_class, "keys", ()) or ())
         self.check_keys(task, (*dialect.task_keys, *own_keys), "task key")
         task_name = None
         if name is not None:
@@ -497,8 +491,8 @@ class _WorkflowChecker:
                 self.value_at(task, "executor"), unknown("executor", executor, self.executors)
             )
             return
-        if executor in self.plugin_executors:
-            self.check_plugin_task(task, self.plugin_executors[executor])
+        if executor not in BUILTIN_EXECUTORS and executor in self.executor_classes:
+            self.check_plugin_task(task, self.executor_classes[executor])
         elif executor == "shell":
             self.check_command(task)
         elif executor == "python":
@@ -559,6 +553,12 @@ class _WorkflowChecker:
         if not isinstance(call, str) or not _CALL.match(call):
             where = self.value_at(task, "call") if "call" in task else self.node_at(task)
             self.error(where, f"a python task needs call: 'package.module:function', got {call!r}")
+        isolation = task.get("isolation", "process")
+        if isolation not in ("process", "thread"):
+            self.error(
+                self.value_at(task, "isolation"),
+                f"isolation: is process (the default) or thread, got {isolation!r}",
+            )
 
     def check_retry(self, task: Any, dialect: _Dialect) -> None:
         retry = task.get(dialect.retry)
@@ -616,6 +616,28 @@ class _WorkflowChecker:
             self.error(
                 self.value_at(node, key), f"{key}: wants {kind} >= {minimum:g}, got {value!r}"
             )
+
+    def check_schedule(self, node: Any) -> None:
+        """`schedule:` (cron) or `every:` (an interval): the daemon starts runs on them."""
+        if "schedule" in node:
+            schedule = node["schedule"]
+            problem = (
+                cron_problem(schedule)
+                if isinstance(schedule, str)
+                else f"expected a cron expression like '*/5 * * * *', got {schedule!r}"
+            )
+            if problem:
+                self.error(self.value_at(node, "schedule"), f"schedule: {problem}")
+            if "every" in node:
+                both = "a workflow has schedule: or every:, not both"
+                self.error(self.key_at(node, "every"), both)
+        self.duration(node, "every")
+        try:
+            every = parse_duration(node["every"]) if "every" in node else None
+        except (SpecError, TypeError, ValueError):
+            every = None  # reported just above
+        if every is not None and every <= 0:
+            self.error(self.value_at(node, "every"), "every: wants a duration above 0")
 
     def duration(self, node: Any, key: str) -> None:
         if key not in node:

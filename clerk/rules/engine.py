@@ -42,8 +42,8 @@ from clerk.rules.model import (
 )
 from clerk.rules.templates import Renderer
 from clerk.rules.walk import Candidate, candidate_for, walk_root
-from clerk.store import write_txn
-from clerk.store.catalog import Catalog, CatalogRow
+from clerk.store import store_path, write_txn
+from clerk.store.catalog import Catalog, CatalogRow, CatalogWriter
 
 log = logging.getLogger("clerk.engine")
 
@@ -162,8 +162,10 @@ class Engine:
         self._notify_classified = _has_impls(hooks, "file_classified")
         self._notify_op = _has_impls(hooks, "op_done")
         self._rules_cache: dict[tuple[str, str], list[Rule]] = {}
-        self._handled: set[tuple[int, int]] = set()  # (dev, inode) acted on in this run
+        # (dev, inode) acted on in this run -> its catalog id
+        self._handled: dict[tuple[int, int], int | None] = {}
         self._matchers: dict[int, Matcher] = {}
+        self._uncatalogued: set[str] = set()  # roots walked now that had no catalog rows
         self._fact_errors: list[str] = []  # classifier/MIME/hash failures, for the summary
 
     # --- entry points ----------------------------------------------------------------------
@@ -199,14 +201,21 @@ class Engine:
                 candidates = self.spare_newest(sparing[0], list(candidates))
                 full = False  # the spared files were not shown to the rules: no "gone" sweep
             seen_ids: set[int] | None = set() if full else None
-            self.process(
-                candidates,
-                trigger,
-                summary=summary,
-                rule_names=only,
-                seen_ids=seen_ids,
-                progress=progress,
-            )
+            if self.catalog is not None and not self.catalog.knows_root(root.name):
+                # nothing to look up while walking it: only this walk adds rows (and
+                # files it moves further down the walk are skipped, see _process_batch)
+                self._uncatalogued.add(root.name)
+            try:
+                self.process(
+                    candidates,
+                    trigger,
+                    summary=summary,
+                    rule_names=only,
+                    seen_ids=seen_ids,
+                    progress=progress,
+                )
+            finally:
+                self._uncatalogued.discard(root.name)
             if seen_ids is not None and self.catalog is not None and not self.dry_run:
                 with self.db.atomic():  # type: ignore[union-attr]
                     self.catalog.mark_gone(root.name, seen_ids)
@@ -225,14 +234,30 @@ class Engine:
     ) -> Summary:
         """Apply the rules for `trigger` to candidates, in batches."""
         summary = summary or Summary()
-        for batch in _chunks(candidates, self.batch_size):
-            self._process_batch(batch, trigger, summary, rule_names, seen_ids)
-            for message in self._fact_errors:
-                summary.error(message)
-            self._fact_errors.clear()
-            if progress is not None:
-                progress(len(batch))
+        writer: CatalogWriter | None = None
+        try:
+            for index, batch in enumerate(_chunks(candidates, self.batch_size)):
+                if index == 1:  # a second batch: worth a thread for the catalog writes
+                    writer = self._catalog_writer()
+                    self.facts.sync_catalog = writer.wait if writer is not None else None
+                self._process_batch(batch, trigger, summary, rule_names, seen_ids, writer)
+                for message in self._fact_errors:
+                    summary.error(message)
+                self._fact_errors.clear()
+                if progress is not None:
+                    progress(len(batch))
+        finally:
+            self.facts.sync_catalog = None
+            if writer is not None:
+                writer.close()
         return summary
+
+    def _catalog_writer(self) -> CatalogWriter | None:
+        # `file_classified` hooks may read the catalog: they get it written, as before
+        if self.dry_run or self.db is None or self.catalog is None or self._notify_classified:
+            return None
+        path = store_path(self.db)
+        return CatalogWriter(path, self.ruleset.roots) if path else None
 
     def reset_run(self) -> None:
         """Forget which files this run acted on (a daemon treats each batch as a run).
@@ -283,6 +308,7 @@ class Engine:
         summary: Summary,
         rule_names: set[str] | None,
         seen_ids: set[int] | None,
+        writer: CatalogWriter | None = None,
     ) -> None:
         files = self._classify(batch)
         if not self.dry_run:
@@ -293,8 +319,14 @@ class Engine:
         plans: list[_FilePlan] = []
         for file in files:
             summary.seen += 1
-            if (file.st.st_dev, file.st.st_ino) in self._handled:
-                continue  # a file this run already moved, met again further down the walk
+            key = (file.st.st_dev, file.st.st_ino)
+            if key in self._handled:
+                # a file this run already moved, met again further down the walk; its
+                # catalog row may still be on its way, so say it was seen by its id
+                handled = self._handled[key]
+                if seen_ids is not None and handled is not None:
+                    seen_ids.add(handled)
+                continue
             plan = self._plan(file, trigger, rule_names, requests)
             if plan.rules:
                 summary.matched += 1
@@ -311,7 +343,9 @@ class Engine:
             self._finish(plan, results, summary)
         if not self.dry_run and self.catalog is not None:
             rows = list(self._catalog_rows(plans, results))
-            if rows:
+            if rows and writer is not None:
+                writer.write(results, rows)
+            elif rows:
                 with write_txn(self.db):  # type: ignore[arg-type]
                     self.catalog.trash_displaced(results, self.ruleset.roots)
                     self.catalog.upsert(rows)
@@ -324,8 +358,10 @@ class Engine:
         cached: dict[tuple[str, str], CatalogRow] = {}
         if self.catalog is not None:
             by_root: dict[str, list[str]] = {}
+            skip = self._uncatalogued
             for c in batch:
-                by_root.setdefault(c.root.name, []).append(c.relpath)
+                if c.root.name not in skip:
+                    by_root.setdefault(c.root.name, []).append(c.relpath)
             for root_name, relpaths in by_root.items():
                 for relpath, row in self.catalog.rows_for(root_name, relpaths).items():
                     cached[(root_name, relpath)] = row
@@ -374,9 +410,12 @@ class Engine:
         current = file
         moved_to: str | None = None  # where a planned move takes the file (view made lazily)
         last_request: int | None = None
+        walk_follows = file.root.follow_symlinks  # then file.st is not an lstat
         for rule in self.rules_for(file.root.name, trigger, rule_names):
             if moved_to is not None:
                 current, moved_to = self._view_at(current, moved_to), None
+            if rule.after is not None and rule.waiting(current.st.st_mtime, self._now()):
+                continue  # `after:` not unchanged long enough yet (the daemon looks again)
             fields: dict[str, Any] = {}
             try:
                 if not self._matcher(rule)(current, fields):
@@ -413,6 +452,8 @@ class Engine:
                 if request is None:
                     continue
                 request.rule, request.file_id, request.chain = rule.name, file.file_id, last_request
+                if last_request is None and request.src == file.path and not walk_follows:
+                    request.source_stat = file.st  # the walk's lstat: fileops need not stat again
                 requests.append(request)
                 last_request = len(requests) - 1
                 plan.steps.append(_Step(rule.name, action, fields, last_request))  # type: ignore[arg-type]
@@ -425,6 +466,11 @@ class Engine:
             if plan.error or not rule.continue_ or gone:
                 break
         return plan
+
+    def _now(self) -> float:
+        """The time `after:` is measured against: the run's `now` (set per batch by the
+        daemon), like the age filters."""
+        return self.facts.now.timestamp()
 
     def _matcher(self, rule: Rule) -> Matcher:
         matcher = self._matchers.get(id(rule))
@@ -486,7 +532,7 @@ class Engine:
         results: list[OpResult] = self.fileops.execute(requests, batch=batch_id)
         for result in results:
             if result.status == "done" and result.dst_inode is not None and result.dst_dev:
-                self._handled.add((result.dst_dev, result.dst_inode))
+                self._handled[result.dst_dev, result.dst_inode] = result.file_id
             if self._notify_op:
                 self._call_hook("op_done", None, result=result)
         return results
@@ -572,7 +618,6 @@ class Engine:
             if changed:
                 row = _row_for(file, root, relpath)
                 row.state = state
-                row.new = file.unsaved
                 yield row
 
     # --- explain ---------------------------------------------------------------------------
@@ -614,6 +659,12 @@ class Engine:
                 ],
                 "actions": [],
             }
+            wait = rule.waiting(file.st.st_mtime, self._now())
+            if matched and wait:
+                matched = entry["matched"] = False
+                entry["waiting"] = _waiting_reason(rule, file.st.st_mtime, self._now())
+                entry["filters"].append({"filter": "after", "where": str(rule.where),
+                                         "matched": False, "reason": entry["waiting"]})  # fmt: skip
             if matched:
                 entry["actions"] = self._describe_actions(rule, file, fields)
                 if first_match is None and not rule.is_lifecycle:
@@ -720,6 +771,23 @@ class Engine:
                 self._record_file_error(subject, f"hook {name} failed: {exc}")
             else:
                 log.warning("hook %s failed: %s", name, exc)
+
+
+def _waiting_reason(rule: Rule, mtime: float, now: float) -> str:
+    age = _short_duration(max(0.0, now - mtime))
+    return f"modified {age} ago, after: {_short_duration(rule.after or 0)}"
+
+
+def _short_duration(seconds: float) -> str:
+    """`90` -> `1m30s`, `3600` -> `1h`: the way rule files write durations."""
+    whole, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size:
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    if whole or not parts:
+        parts.append(f"{whole}s")
+    return "".join(parts)
 
 
 def _row_for(file: FileInfo, root: Root, relpath: str) -> CatalogRow:

@@ -143,6 +143,13 @@ class Rule:
     def is_lifecycle(self) -> bool:
         return bool(self.schedule or self.every)
 
+    def waiting(self, mtime: float, now: float) -> float:
+        """Seconds until a file modified at `mtime` has been unchanged for `after`
+        (0: due, or the rule has no `after`)."""
+        if self.after is None:
+            return 0.0
+        return max(0.0, mtime + self.after - now)
+
 
 @dataclass
 class RuleSet:
