@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -163,3 +164,63 @@ def test_measure_kills_a_process_that_overruns_its_timeout(tmp_path: Path) -> No
     assert slow.timed_out and slow.returncode != 0 and slow.seconds < 10
     quick = harness.measure(["true"], output=tmp_path / "true.log", timeout=30)
     assert not quick.timed_out and quick.returncode == 0
+
+
+def test_bench_daemon_runs_every_phase_and_verifies(tmp_path: Path) -> None:
+    """Tiny sizes, no targets enforced: the script runs, verifies and reports."""
+    results = tmp_path / "results.json"
+    argv = [
+        sys.executable,
+        str(BENCHMARKS / "bench_daemon.py"),
+        "--rate=50",
+        "--seconds=1",
+        "--burst=300",
+        "--idle=1",
+        "--roots=3",
+        "--no-sync",
+        f"--work-dir={tmp_path / 'work'}",
+        f"--results={results}",
+    ]
+    reference = shutil.which("inotifywait") is not None
+    if not reference:
+        argv.append("--skip-reference")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    data = json.loads(results.read_text())
+    got = {(r["phase"], r["contender"].split(",")[0]): r for r in data["results"]}
+    assert set(got) == {("latency", "clerk daemon"), ("latency", "inotifywait | mv"),
+                        ("burst", "clerk scan"), ("burst", "clerk daemon"),
+                        ("idle", "clerk daemon")}  # fmt: skip
+    for key, result in got.items():
+        if key == ("latency", "inotifywait | mv") and not reference:
+            assert result["skipped"]
+            continue
+        assert result["verified"], (key, result["problems"])
+    for key in (("latency", "clerk daemon"), ("latency", "inotifywait | mv")):
+        if got[key]["verified"]:
+            assert 0 < got[key]["p50_ms"] <= got[key]["p99_ms"] <= got[key]["max_ms"]
+    assert got["burst", "clerk daemon"]["seconds"] > 0 and got["burst", "clerk scan"]["seconds"] > 0
+    assert got["burst", "clerk daemon"]["peak_rss_mib"] > 10
+    assert got["idle", "clerk daemon"]["cpu_percent"] >= 0
+    targets = {t["name"]: t["passed"] for t in data["targets"]}
+    assert len(targets) == 5 and "idle: daemon CPU" in targets
+    assert all(isinstance(passed, bool) for name, passed in targets.items()
+               if reference or not name.startswith("latency"))  # fmt: skip
+    assert "targets" in done.stdout
+    assert not (tmp_path / "work" / "burst-daemon").exists()  # cleaned after success
+
+
+def test_bench_daemon_checks_catch_a_lost_and_a_left_file(tmp_path: Path) -> None:
+    bench = load("bench_daemon")
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    out.mkdir()
+    (out / "a.dat").write_text("x")
+    (inbox / "b.dat").write_text("x")
+    problems = bench.check_moved(inbox, out, {"a.dat", "b.dat"})
+    assert problems == ["destination: 1 files missing, 0 unexpected", "1 files still in the inbox"]
+    (inbox / "b.dat").rename(out / "b.dat")
+    assert bench.check_moved(inbox, out, {"a.dat", "b.dat"}) == []
+    assert bench.percentile([5.0], 99) == 5.0
+    assert bench.percentile([float(v) for v in range(1, 101)], 50) == 50.5
