@@ -252,7 +252,9 @@ register_lazy(
     "stop", "clerk.daemon.cli:stop", "Ask the daemon to finish the batch in flight and exit."
 )
 register_lazy(
-    "jobs", "clerk.daemon.cli:jobs", "Lifecycle jobs: rules with `schedule:` or `every:`."
+    "jobs",
+    "clerk.daemon.cli:jobs",
+    "Scheduled jobs: rules and workflows with `schedule:` or `every:`.",
 )
 register_lazy("systemd", "clerk.daemon.cli:systemd", "systemd units for the daemon.")
 register_lazy("run", "clerk.engine.cli:run", "Start a run of WORKFLOW.")

@@ -158,9 +158,9 @@ def stop(ctx: click.Context) -> None:
 
 @click.group()
 def jobs() -> None:
-    """Lifecycle jobs: rules with `schedule:` or `every:`.
+    """Scheduled jobs: rules and workflows with `schedule:` or `every:`.
 
-    Workflows with `schedule:` or `every:` are jobs too: each tick starts a run.
+    A rule's job sweeps the catalog; a workflow's job starts a run on each tick.
     """
 
 
