@@ -1,11 +1,23 @@
-"""Settle decisions on real files, with the clock passed in (no waiting)."""
+"""Settle decisions on real files, with the clock passed in (no waiting), and the inotify
+watch that feeds them (real directories, real events)."""
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
+from test_daemon_support import wait_until
+from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDescriptor
+from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
 
 from clerk.daemon.settle import STUCK_OPEN_MINIMUM, Settler
+from clerk.daemon.watch import FsEvent, Overflow, Watchers, _MoveGrouper, _Observer, _ReleasingQueue
 from clerk.rules.model import Root
 
 
@@ -55,6 +67,21 @@ def test_an_open_writer_holds_the_file_until_it_looks_stuck(tmp_path: Path) -> N
     assert _ready(settler, STUCK_OPEN_MINIMUM + 10) == [str(path)]  # a lost close
 
 
+def test_a_file_made_here_waits_for_its_creators_close(tmp_path: Path) -> None:
+    settler, root = Settler(), _root(tmp_path)
+    path = tmp_path / "n.txt"
+    path.write_text("x")
+    settler.created_open(str(path), root, now=0.0)  # IN_CREATE: no IN_OPEN is asked for
+    assert _ready(settler, 2.0) == [] and _ready(settler, 4.0) == []  # still, but open
+    settler.closed_after_write(str(path), root, "modified", now=4.5)
+    ready = settler.due(4.5)
+    assert [(r.path, r.trigger) for r in ready] == [(str(path), "created")]
+    link = tmp_path / "link.txt"
+    os.link(path, link)  # IN_CREATE too, but nobody opened it: stability decides
+    settler.created_open(str(link), root, now=10.0)
+    assert _ready(settler, 12.0) == [] and _ready(settler, 14.0) == [str(link)]
+
+
 def test_after_an_overflow_opens_do_not_count_until_trusted(tmp_path: Path) -> None:
     settler, root = Settler(), _root(tmp_path)
     path = tmp_path / "d.txt"
@@ -80,3 +107,186 @@ def test_deleted_and_vanished_paths_are_dropped(tmp_path: Path) -> None:
     gone.unlink()
     assert _ready(settler, 2.0) == [] and _ready(settler, 4.0) == [str(kept)]
     assert len(settler) == 0
+
+
+# --- the watchdog watch that feeds the settler ------------------------------------------------
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Iterator[tuple[Path, queue.SimpleQueue[Any], Watchers]]:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    intake: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    watchers = Watchers(intake)
+    watchers.start([Root("inbox", str(inbox), settle=2.0)])
+    assert watchers.errors == {}
+    try:
+        yield inbox, intake, watchers
+    finally:
+        watchers.close()
+
+
+def _until(intake: queue.SimpleQueue[Any], seen: list[Any], *wanted: Any) -> list[Any]:
+    """Collect intake items into `seen` until one of `wanted` is among them."""
+
+    def arrived() -> bool:
+        while not intake.empty():
+            seen.append(intake.get_nowait())
+        return any(w in seen for w in wanted)
+
+    wait_until(arrived, timeout=10, what=f"{wanted} from the watch")
+    return seen
+
+
+def test_a_written_file_is_new_then_closed_and_reads_are_not_asked_for(watched: Any) -> None:
+    inbox, intake, _ = watched
+    path = str(inbox / "a.txt")
+    with open(path, "w") as out:
+        out.write("x")
+    seen = _until(intake, [], FsEvent("closed", path))
+    assert [e.kind for e in seen if e.path == path] == ["new", "closed"]
+    with open(path, "rb") as f:  # what libmagic and hashing do: the kernel reports nothing
+        f.read()
+    with open(path, "a") as out:  # a rewrite in place: its close is enough (no IN_MODIFY)
+        out.write("more")
+    (inbox / "marker").write_text("")
+    seen = _until(intake, [], FsEvent("closed", str(inbox / "marker")))
+    assert seen == [
+        FsEvent("closed", path),
+        FsEvent("new", str(inbox / "marker")),
+        FsEvent("closed", str(inbox / "marker")),
+    ]
+
+
+def test_renames_inside_pair_and_moves_across_the_root_split(watched: Any, tmp_path: Path) -> None:
+    inbox, intake, _ = watched
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "in.txt").write_text("x")
+    (inbox / "a.txt").write_text("x")
+    seen: list[Any] = []
+    _until(intake, seen, FsEvent("closed", str(inbox / "a.txt")))
+    os.rename(inbox / "a.txt", inbox / "b.txt")
+    _until(intake, seen, FsEvent("moved", str(inbox / "a.txt"), str(inbox / "b.txt")))
+    os.rename(inbox / "b.txt", outside / "b.txt")
+    _until(intake, seen, FsEvent("deleted", str(inbox / "b.txt")))
+    os.rename(outside / "in.txt", inbox / "in.txt")  # complete: "created", not "new"
+    _until(intake, seen, FsEvent("created", str(inbox / "in.txt")))
+
+
+def test_a_move_out_does_not_hold_the_events_behind_it(watched: Any, tmp_path: Path) -> None:
+    """watchdog holds what follows an unpaired IN_MOVED_FROM 0.5 s; ours goes on at once."""
+    inbox, intake, _ = watched
+    (tmp_path / "out").mkdir()
+    held = []
+    for i in range(5):
+        (inbox / f"m{i}").write_text("x")
+        _until(intake, [], FsEvent("closed", str(inbox / f"m{i}")))
+        os.rename(inbox / f"m{i}", tmp_path / "out" / f"m{i}")  # the daemon's own kind of move
+        started = time.monotonic()
+        (inbox / f"n{i}").write_text("x")
+        _until(intake, [], FsEvent("closed", str(inbox / f"n{i}")))
+        held.append(time.monotonic() - started)
+    # the median of five: one slow turn of a busy machine is not the grouper
+    assert sorted(held)[2] < 0.25, held
+
+
+def test_the_release_queue_pairs_and_lets_a_lone_move_go(tmp_path: Path) -> None:
+    grouper = _MoveGrouper()
+    moved_from, moved_to = InotifyConstants.IN_MOVED_FROM, InotifyConstants.IN_MOVED_TO
+    wd = WatchDescriptor(1)
+
+    def event(mask: int, name: bytes, cookie: int) -> PathedInotifyEvent:
+        return PathedInotifyEvent(InotifyEvent(wd, mask, cookie, name), b"/r/" + name)
+
+    grouper.put_event(event(moved_from, b"a", 7))
+    grouper.put_event(event(moved_to, b"b", 7))
+    pair = grouper.read_event()
+    assert isinstance(pair, tuple) and [p.path for p in pair] == [b"/r/a", b"/r/b"]
+    # an unpaired move out followed by another event: both go at once, in order
+    queue_ = _ReleasingQueue(delay=60.0)
+    queue_.put("from", delay=True)  # type: ignore[arg-type]
+    queue_.put("next")  # type: ignore[arg-type]
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.extend([queue_.get(), queue_.get()]))
+    reader.start()
+    reader.join(timeout=10)
+    assert got == ["from", "next"]
+    # alone, it waits for its pair until the delay passes
+    lone = _ReleasingQueue(delay=0.05)
+    lone.put("from", delay=True)  # type: ignore[arg-type]
+    started = time.monotonic()
+    assert lone.get() == "from" and time.monotonic() - started >= 0.04
+    lone.close()
+    assert lone.get() is None
+
+
+def test_directories_made_or_moved_in_are_watched_under_their_new_name(
+    watched: Any, tmp_path: Path
+) -> None:
+    inbox, intake, _ = watched
+    seen: list[Any] = []
+    (inbox / "sub").mkdir()
+    _until(intake, seen, FsEvent("created", str(inbox / "sub"), is_dir=True))
+    (inbox / "sub" / "x.txt").write_text("x")
+    _until(intake, seen, FsEvent("closed", str(inbox / "sub" / "x.txt")))
+    os.rename(inbox / "sub", inbox / "renamed")
+    _until(intake, seen, FsEvent("moved", str(inbox / "sub"), str(inbox / "renamed"), True))
+    (inbox / "renamed" / "y.txt").write_text("y")
+    _until(intake, seen, FsEvent("closed", str(inbox / "renamed" / "y.txt")))
+    os.rename(inbox / "renamed", tmp_path / "away")
+    _until(intake, seen, FsEvent("deleted", str(inbox / "renamed"), is_dir=True))
+    # a tree moved in from outside: the directory arrives (the daemon walks it), and
+    # everything under it is watched at once
+    (tmp_path / "tree" / "deep").mkdir(parents=True)
+    (tmp_path / "tree" / "deep" / "old.txt").write_text("already there")
+    os.rename(tmp_path / "tree", inbox / "back")
+    _until(intake, seen, FsEvent("created", str(inbox / "back"), is_dir=True))
+    (inbox / "back" / "deep" / "z.txt").write_text("z")
+    _until(intake, seen, FsEvent("closed", str(inbox / "back" / "deep" / "z.txt")))
+    assert not [e for e in seen if isinstance(e, FsEvent) and "old.txt" in e.path]
+
+
+def test_an_overflow_reaches_the_intake(watched: Any) -> None:
+    inbox, intake, watchers = watched
+    observer = watchers.observers["inbox"]
+    assert isinstance(observer, _Observer)
+    # what the kernel queues when it drops events (wd -1), through watchdog's dispatch
+    overflow = InotifyEvent(WatchDescriptor(-1), InotifyConstants.IN_Q_OVERFLOW, 0, b"")
+    observer.inotify_fd.handle_event(overflow)
+    assert any(isinstance(item, Overflow) for item in _until_overflow(intake))
+    (inbox / "after").write_text("")  # still watching
+    _until(intake, [], FsEvent("closed", str(inbox / "after")))
+
+
+def _until_overflow(intake: queue.SimpleQueue[Any]) -> list[Any]:
+    seen: list[Any] = []
+    wait_until(lambda: _drain(intake, seen) and any(isinstance(i, Overflow) for i in seen))
+    return seen
+
+
+def _drain(intake: queue.SimpleQueue[Any], seen: list[Any]) -> bool:
+    while not intake.empty():
+        seen.append(intake.get_nowait())
+    return True
+
+
+def test_a_deleted_root_leaves_a_dead_watch(watched: Any) -> None:
+    inbox, intake, watchers = watched
+    assert watchers.dead() == []
+    inbox.rmdir()
+    _until(intake, [], FsEvent("deleted", str(inbox), is_dir=True))
+    wait_until(lambda: watchers.dead() == ["inbox"], timeout=10, what="the watch to end")
+    inbox.mkdir()
+    assert watchers.restart(watchers.roots["inbox"]) and watchers.dead() == []
+    (inbox / "again").write_text("")
+    _until(intake, [], FsEvent("closed", str(inbox / "again")))
+
+
+def test_a_root_that_cannot_be_watched_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    watchers = Watchers(queue.SimpleQueue())
+    try:
+        watchers.start([Root("gone", str(tmp_path / "missing"))])
+        assert "cannot watch" in watchers.errors["gone"] and watchers.dead() == ["gone"]
+    finally:
+        watchers.close()

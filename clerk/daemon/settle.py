@@ -2,10 +2,12 @@
 
 A path is complete when its writer closed it (inotify's IN_CLOSE_WRITE) and nobody else
 has it open for writing as far as we saw, or when its size and mtime stayed the same for
-the root's `settle` time (polling roots, hard links, writers whose open we missed).
-A path we saw opened and not yet closed waits, unless it has been still for
-`STUCK_OPEN_FACTOR` settle times (a close lost in an inotify overflow must not hold a
-file forever). Only the worker thread uses a `Settler`; it is not thread-safe.
+the root's `settle` time (polling roots, writers whose open we missed).
+A path we saw made (IN_CREATE: its creator has it open) or opened and not yet closed
+waits, unless it has been still for `STUCK_OPEN_FACTOR` settle times (a close lost in an
+inotify overflow must not hold a file forever; a hard link, made without an open, does
+not count as open).
+Only the worker thread uses a `Settler`; it is not thread-safe.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Settler:
         self._open: dict[str, int] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
-        #: False after an inotify overflow, until its backlog is drained: watchdog drops
+        #: False after an inotify overflow, until its backlog is drained: the kernel drops
         #: queued events on overflow, so a close may be lost after its open was seen
         self.track_opens = True
 
@@ -71,6 +73,12 @@ class Settler:
             entry = self.pending[path] = Pending(root, trigger, now)
         entry.closed = True
         self._schedule(path, entry, now)
+
+    def created_open(self, path: str, root: Root, now: float) -> None:
+        """The path was made here (IN_CREATE): its creator holds it open, so it waits for
+        that close (the watch does not ask for IN_OPEN: our own reads would make them)."""
+        self._open_delta(path, +1)
+        self.touch(path, root, "created", now)
 
     def opened(self, path: str) -> None:
         self._open_delta(path, +1)
@@ -136,6 +144,8 @@ class Settler:
             return False
         if not stat.S_ISREG(st.st_mode):
             return False
+        if st.st_nlink > 1:  # a hard link's IN_CREATE: made without an open, nothing to wait for
+            self._open.pop(path, None)
         seen = (st.st_size, st.st_mtime_ns)
         settle = entry.root.settle
         if entry.observed != seen:

@@ -1,9 +1,28 @@
 """Watchers: one watchdog observer per watched root, feeding the daemon's intake queue.
 
-The handler runs on watchdog's threads and only enqueues `FsEvent`s: everything else
-(settle, rules, the store) happens on the worker thread. inotify reports a kernel queue
-overflow only through watchdog's log, so a log handler turns that line into an
-`Overflow` item (the worker then reconciles: overflowed events are lost for good).
+inotify roots use watchdog's inotify machinery (`InotifyFD` reads the kernel queue and
+keeps the watch descriptors, `InotifyWatchGroup` adds watches below new directories and
+follows renamed ones, `InotifyMoveEventGrouper` pairs IN_MOVED_FROM with IN_MOVED_TO),
+tuned for a daemon that moves files out of its roots all day:
+
+- the kernel is asked only for what the daemon acts on (`schedule(event_filter=...)`):
+  no IN_OPEN / IN_CLOSE_NOWRITE (our own libmagic and hash reads make those), no
+  IN_MODIFY (one per write(); the IN_CLOSE_WRITE that follows says more) or IN_ATTRIB;
+- a file made here (IN_CREATE) is reported as "new": its creator has it open, so the
+  settler waits for its IN_CLOSE_WRITE (a slow writer is not moved mid-file);
+- watchdog's grouper holds every event queued behind an IN_MOVED_FROM for 0.5 s, to
+  find its IN_MOVED_TO: each of the daemon's own moves out of a root would stall the
+  events behind it. `_MoveGrouper` lets it go as soon as any later event is queued
+  (the kernel queues a rename's two halves one after the other) or after
+  MOVE_PAIRING_DELAY when nothing follows;
+- the emitter thread turns watchdog's grouped inotify events straight into `FsEvent`s
+  on the intake queue: no FileSystemEvent objects, no DirModifiedEvents, no hop through
+  the observer's queue and dispatch thread, and no synthetic events for the contents of
+  a new directory (the daemon walks directories that arrive itself).
+
+A kernel queue overflow becomes an `Overflow` item: the worker then reconciles, because
+overflowed events are lost for good. `poll: true` roots (NFS, SMB) use watchdog's
+polling observer and its handler API.
 """
 
 from __future__ import annotations
@@ -11,13 +30,22 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from watchdog import events as ev
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver, EventQueue, ObservedWatch
+from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
+from watchdog.observers.inotify_c import InotifyEvent, InotifyFD, WatchDescriptor
+from watchdog.observers.inotify_move_event_grouper import (
+    GroupedInotifyEvent,
+    InotifyMoveEventGrouper,
+    PathedInotifyEvent,
+)
 from watchdog.observers.polling import PollingObserver
 
 from clerk.rules.model import Root
@@ -25,12 +53,38 @@ from clerk.rules.model import Root
 log = logging.getLogger("clerk.daemon.watch")
 
 POLL_INTERVAL = 1.0
-_WATCHDOG_LOGGER = "watchdog.observers.inotify_c"
+# How long an IN_MOVED_FROM with nothing queued after it waits for its IN_MOVED_TO. Only
+# that lone event waits (events behind it release it at once), so this is not latency:
+# it covers the reader thread losing the GIL between a rename's two halves.
+MOVE_PAIRING_DELAY = 0.05
+
+# After a read this big a burst is on: wait a little before the next read, so the next
+# one takes many events at once (fewer reads, fewer thread wake-ups per event) instead
+# of a few each time the kernel wakes the reader. Files arriving one at a time are read
+# at once.
+BURST_EVENTS = 64
+BURST_PAUSE = 0.01
+READ_SIZE = 1 << 18  # bytes per read()
+
+# the events the daemon acts on; watchdog builds the inotify mask from them (plus
+# IN_DELETE_SELF, and IN_CREATE on recursive roots to watch new directories)
+INOTIFY_EVENTS: list[type[ev.FileSystemEvent]] = [
+    ev.FileCreatedEvent,  # IN_CREATE, IN_MOVED_TO
+    ev.FileClosedEvent,  # IN_CLOSE_WRITE: a writer is done (in-place rewrites too)
+    ev.FileMovedEvent,  # IN_MOVED_FROM, IN_MOVED_TO
+    ev.FileDeletedEvent,  # IN_DELETE
+    ev.DirCreatedEvent,
+    ev.DirMovedEvent,
+    ev.DirDeletedEvent,
+]
 
 
 @dataclass(frozen=True, slots=True)
 class FsEvent:
-    kind: str  # created modified attrib opened closed closed_nowrite deleted moved
+    # inotify roots: new (made here, its creator has it open), created (moved in from
+    # outside the root), closed, moved, deleted; polling roots: created, modified, moved,
+    # deleted
+    kind: str
     path: str
     dest: str | None = None
     is_dir: bool = False
@@ -41,13 +95,230 @@ class Overflow:
     at: float
 
 
+# --- inotify roots --------------------------------------------------------------------------
+
+
+class _MoveGrouper(InotifyMoveEventGrouper):
+    """watchdog's move pairing, without holding later events behind a lone IN_MOVED_FROM.
+
+    The queue is the grouper's own (a deque under a condition, like watchdog's
+    DelayedQueue): `put_event` and the pairing are watchdog's; what changes is when the
+    head IN_MOVED_FROM may go: as soon as another event is queued behind it (its
+    IN_MOVED_TO would have taken it out of the queue), or after MOVE_PAIRING_DELAY.
+    """
+
+    delay = MOVE_PAIRING_DELAY
+
+    def __init__(self) -> None:  # no super().__init__(): its DelayedQueue sleeps blindly
+        self._queue = _ReleasingQueue(self.delay)  # type: ignore[assignment]
+
+    def read_events(self) -> list[GroupedInotifyEvent]:
+        """Every event that may go now (at least one: waits for it); [] once closed."""
+        queue_ = self._queue
+        assert isinstance(queue_, _ReleasingQueue)
+        return queue_.get_all()
+
+
+class _ReleasingQueue:
+    """The subset of watchdog's DelayedQueue the grouper uses (put/get/find/remove/clear/
+    close); a delayed head waits only while nothing is queued behind it."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._items: deque[tuple[GroupedInotifyEvent, float, bool]] = deque()
+        self._changed = threading.Condition()
+        self._closed = False
+
+    def put(self, element: GroupedInotifyEvent, *, delay: bool = False) -> None:
+        with self._changed:
+            self._items.append((element, time.monotonic(), delay))
+            self._changed.notify()
+
+    def get(self) -> GroupedInotifyEvent | None:
+        items = self.get_all(limit=1)
+        return items[0] if items else None
+
+    def get_all(self, limit: int = 0) -> list[GroupedInotifyEvent]:
+        """What may go now, up to `limit` (0: all), waiting for one; [] once closed."""
+        with self._changed:
+            while not self._closed:
+                taken: list[GroupedInotifyEvent] = []
+                while self._items and self._may_go() and (not limit or len(taken) < limit):
+                    taken.append(self._items.popleft()[0])
+                if taken:
+                    return taken
+                self._changed.wait(self._wait())  # woken by the next put (a pair, or not)
+            return []
+
+    def _may_go(self) -> bool:
+        _, queued_at, delay = self._items[0]
+        return not delay or len(self._items) > 1 or queued_at + self.delay <= time.monotonic()
+
+    def _wait(self) -> float | None:
+        if not self._items:
+            return None
+        return max(0.0, self._items[0][1] + self.delay - time.monotonic())
+
+    def find(self, predicate: Callable[[GroupedInotifyEvent], bool]) -> GroupedInotifyEvent | None:
+        with self._changed:
+            return next((item for item, _, _ in self._items if predicate(item)), None)
+
+    def remove(
+        self, predicate: Callable[[GroupedInotifyEvent], bool]
+    ) -> GroupedInotifyEvent | None:
+        with self._changed:
+            for index, (item, _, _) in enumerate(self._items):
+                if predicate(item):
+                    del self._items[index]
+                    return item
+        return None
+
+    def clear(self) -> None:
+        with self._changed:
+            self._items.clear()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+
+@dataclass
+class _Group(InotifyWatchGroup):
+    """watchdog's watch group with clerk's grouper, no synthetic events for the contents
+    of new directories, and callbacks for an overflow and for the root's watch ending."""
+
+    on_overflow: Callable[[], None] = field(default=lambda: None)
+    on_root_gone: Callable[[], None] = field(default=lambda: None)
+    _move_event_grouper: InotifyMoveEventGrouper = field(default_factory=_MoveGrouper, init=False)
+
+    def read_events(self) -> list[GroupedInotifyEvent]:
+        grouper = self._move_event_grouper
+        assert isinstance(grouper, _MoveGrouper)
+        return grouper.read_events()
+
+    def _recursive_simulate(self, src_path: bytes) -> list[InotifyEvent]:
+        return []  # the daemon walks a directory that arrives (Daemon._walk_into)
+
+    def on_queue_overflow(self) -> None:
+        super().on_queue_overflow()  # drops what is queued, watches new directories
+        self.on_overflow()
+
+    def on_watch_deleted(self, wd: WatchDescriptor) -> None:
+        # the kernel dropped the root's watch: the root was deleted or unmounted
+        gone = self.is_active and self._active_callbacks_by_path.get(self.path) == wd
+        super().on_watch_deleted(wd)
+        if gone:
+            self.on_root_gone()
+
+
+class _Emitter(InotifyEmitter):
+    """watchdog's inotify emitter, handing `FsEvent`s straight to the daemon's intake."""
+
+    def __init__(
+        self,
+        event_queue: EventQueue,
+        watch: ObservedWatch,
+        *,
+        intake: queue.SimpleQueue[Any],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(event_queue, watch, **kwargs)
+        self.intake = intake
+        self.gone = False  # the root's own watch ended
+
+    def on_thread_start(self) -> None:
+        self._inotify = _Group(
+            self._inotify_fd,
+            os.fsencode(self.watch.path),
+            is_recursive=self.watch.is_recursive,
+            event_mask=self.get_event_mask_from_filter(),
+            follow_symlink=self.watch.follow_symlink,
+            on_overflow=self._overflowed,
+            on_root_gone=self._root_gone,
+        )
+
+    def queue_events(self, timeout: float, *, full_events: bool = False) -> None:
+        # watchdog's, taking every event ready at once instead of one per call
+        with self._lock:
+            inotify = self._inotify
+        if not isinstance(inotify, _Group):
+            return  # stopped
+        events = inotify.read_events()
+        with self._lock:
+            if self._inotify is None:
+                return
+            for event in events:
+                self.build_and_queue_event(event)
+
+    def _overflowed(self) -> None:
+        log.warning("root %s: inotify queue overflowed", self.watch.path)
+        self.intake.put(Overflow(time.time()))
+
+    def _root_gone(self) -> None:
+        self.gone = True
+        self.intake.put(FsEvent("deleted", self.watch.path, is_dir=True))
+        self.stop()
+
+    def build_and_queue_event(
+        self, event: GroupedInotifyEvent, *, full_events: bool = False
+    ) -> None:
+        if not isinstance(event, PathedInotifyEvent):  # a rename inside the root
+            src, dest = event
+            self.intake.put(
+                FsEvent("moved", os.fsdecode(src.path), os.fsdecode(dest.path), src.ev.is_directory)
+            )
+            return
+        inotify, path = event.ev, os.fsdecode(event.path)
+        is_dir = inotify.is_directory
+        if inotify.is_close_write:
+            self.intake.put(FsEvent("closed", path))
+        elif inotify.is_create:
+            self.intake.put(FsEvent("created" if is_dir else "new", path, is_dir=is_dir))
+        elif inotify.is_moved_to:  # from outside the root: complete, it was renamed here
+            self.intake.put(FsEvent("created", path, is_dir=is_dir))
+        elif inotify.is_delete or inotify.is_moved_from:  # moved_from: out of the root
+            self.intake.put(FsEvent("deleted", path, is_dir=is_dir))
+        elif inotify.is_delete_self and path == self.watch.path and not self.gone:
+            self._root_gone()
+
+
+class _InotifyFD(InotifyFD):
+    """watchdog's inotify reader, pausing between the reads of a burst (BURST_EVENTS)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._burst = False
+
+    def read_events(self, *, event_buffer_size: int = READ_SIZE) -> list[InotifyEvent]:
+        if self._burst:
+            self.stopped_event.wait(BURST_PAUSE)  # stop() ends the pause
+        events = super().read_events(event_buffer_size=event_buffer_size)
+        self._burst = len(events) >= BURST_EVENTS
+        return events
+
+
+class _Observer(BaseObserver):
+    """watchdog's InotifyObserver (one inotify instance per observer), with `_Emitter`."""
+
+    def __init__(self, intake: queue.SimpleQueue[Any]) -> None:
+        self.inotify_fd = _InotifyFD()
+        self.inotify_fd.start()
+        super().__init__(
+            _Emitter, timeout=DEFAULT_OBSERVER_TIMEOUT, inotify_fd=self.inotify_fd, intake=intake
+        )
+
+    def on_thread_stop(self) -> None:
+        super().on_thread_stop()
+        self.inotify_fd.stop()
+        self.inotify_fd.join()
+
+
+# --- polling roots ----------------------------------------------------------------------------
+
 _KINDS: dict[type[ev.FileSystemEvent], str] = {
     ev.FileCreatedEvent: "created",
     ev.FileModifiedEvent: "modified",
-    ev.FileAttribEvent: "attrib",
-    ev.FileOpenedEvent: "opened",
-    ev.FileClosedEvent: "closed",
-    ev.FileClosedNoWriteEvent: "closed_nowrite",
     ev.FileDeletedEvent: "deleted",
     ev.FileMovedEvent: "moved",
     ev.DirCreatedEvent: "created",
@@ -62,20 +333,13 @@ class _Enqueue(ev.FileSystemEventHandler):
 
     def dispatch(self, event: ev.FileSystemEvent) -> None:
         kind = _KINDS.get(type(event))
-        if kind is None:  # directory modified/attrib: nothing to act on
+        if kind is None:  # directory modified: nothing to act on
             return
         dest = os.fsdecode(event.dest_path) if event.dest_path else None
         self.intake.put(FsEvent(kind, os.fsdecode(event.src_path), dest, event.is_directory))
 
 
-class _OverflowLog(logging.Handler):
-    def __init__(self, intake: queue.SimpleQueue[Any]):
-        super().__init__(logging.WARNING)
-        self.intake = intake
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self.intake.put(Overflow(time.time()))
+# --- all roots --------------------------------------------------------------------------------
 
 
 class Watchers:
@@ -87,12 +351,6 @@ class Watchers:
         self.roots: dict[str, Root] = {}
         self.errors: dict[str, str] = {}
         self.restarts = 0
-        self._overflow_log = _OverflowLog(intake)
-        watchdog_log = logging.getLogger(_WATCHDOG_LOGGER)
-        watchdog_log.addHandler(self._overflow_log)
-        # the overflow line must be created even when clerk logs only errors
-        if watchdog_log.getEffectiveLevel() > logging.WARNING:
-            watchdog_log.setLevel(logging.WARNING)
 
     def start(self, roots: list[Root]) -> None:
         for root in roots:
@@ -100,23 +358,43 @@ class Watchers:
             self._start_one(root)
 
     def _start_one(self, root: Root) -> bool:
-        observer: BaseObserver = PollingObserver(timeout=POLL_INTERVAL) if root.poll else Observer()
+        observer: BaseObserver
         try:
-            observer.schedule(_Enqueue(self.intake), root.path, recursive=root.recursive)
+            if root.poll:
+                observer = PollingObserver(timeout=POLL_INTERVAL)
+                handler: ev.FileSystemEventHandler = _Enqueue(self.intake)
+                events = None
+            else:
+                observer = _Observer(self.intake)
+                handler, events = ev.FileSystemEventHandler(), INOTIFY_EVENTS  # _Emitter feeds
+        except OSError as exc:  # EMFILE: fs.inotify.max_user_instances reached
+            return self._failed(root, exc, None)
+        try:
+            observer.schedule(
+                handler,
+                root.path,
+                recursive=root.recursive,
+                event_filter=events,
+                follow_symlink=root.follow_symlinks,
+            )
             observer.start()
         except OSError as exc:
             # e.g. ENOSPC: fs.inotify.max_user_watches reached (see docs/operations.md)
-            self.errors[root.name] = f"cannot watch {root.path}: {exc.strerror or exc}"
-            log.error("root %s: %s", root.name, self.errors[root.name])
-            _stop(observer)
-            return False
+            return self._failed(root, exc, observer)
         self.observers[root.name] = observer
         self.errors.pop(root.name, None)
         log.info("watching root %s: %s%s", root.name, root.path, " (polling)" if root.poll else "")
         return True
 
+    def _failed(self, root: Root, exc: OSError, observer: BaseObserver | None) -> bool:
+        self.errors[root.name] = f"cannot watch {root.path}: {exc.strerror or exc}"
+        log.error("root %s: %s", root.name, self.errors[root.name])
+        if observer is not None:
+            _stop(observer)
+        return False
+
     def dead(self) -> list[str]:
-        """Roots whose observer (or one of its emitters) is not running."""
+        """Roots whose observer (or one of its threads) is not running."""
         names = []
         for name in list(self.roots):  # list(): the control thread asks during reloads
             observer = self.observers.get(name)
@@ -134,20 +412,17 @@ class Watchers:
 
     def stop(self) -> None:
         for observer in self.observers.values():
-            observer.stop()
-        for observer in self.observers.values():
-            observer.join(timeout=5)
+            _stop(observer)
         self.observers.clear()
         self.roots.clear()
 
     def close(self) -> None:
-        # watchdog logs an ERROR when an emitter is stopped mid-read: expected here
-        logging.getLogger("watchdog.observers.inotify").setLevel(logging.CRITICAL)
         self.stop()
-        logging.getLogger(_WATCHDOG_LOGGER).removeHandler(self._overflow_log)
 
 
 def _alive(observer: BaseObserver) -> bool:
+    if isinstance(observer, _Observer) and not observer.inotify_fd.is_alive():
+        return False
     return observer.is_alive() and all(e.is_alive() for e in observer.emitters)
 
 
