@@ -136,6 +136,24 @@ def start_time(pid: int) -> int | None:
     return int(stat[stat.rfind(b")") + 2 :].split()[19])
 
 
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def boot_ticks() -> int:
+    """Now, in the unit and clock of `start_time` (clock ticks since boot)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // _TICK_NS
+
+
+def start_time_between(pid: int, before: int, after: int) -> int | None:
+    """`start_time(pid)` of a process started between two `boot_ticks()` readings.
+
+    The kernel stamps a new process with the same clock (CLOCK_BOOTTIME, also inside a
+    time namespace) and truncates it to ticks the same way, so when both readings fall
+    in one tick that tick is its start time: no /proc read (a tick is 10 ms, a spawn
+    well under 1, so that is nearly always the case). Otherwise /proc says."""
+    return before if before == after else start_time(pid)
+
+
 def _mib(size: int) -> str:
     return f"{size / 1024 / 1024:.1f}MiB"
 

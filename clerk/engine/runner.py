@@ -32,6 +32,7 @@ import bisect
 import collections
 import contextlib
 import logging
+import math
 import os
 import queue
 import random
@@ -52,7 +53,14 @@ from clerk.engine.alerts import AlertChecker, AlertRule
 from clerk.engine.api import Executor, ProcessExecutor, TaskContext, TaskResult
 from clerk.engine.fields import load_fields, render
 from clerk.engine.model import TaskSpec, Workflow
-from clerk.engine.process import Attempt, spawn, spawn_failed, start_time
+from clerk.engine.process import (
+    Attempt,
+    boot_ticks,
+    spawn,
+    spawn_failed,
+    start_time,
+    start_time_between,
+)
 from clerk.engine.recovery import kill_leftovers
 from clerk.engine.runs import (
     CANCELLED,
@@ -200,7 +208,8 @@ class _ActiveRun:
     names: list[str] = field(default_factory=list)  # the tasks in DAG order
     order: dict[str, int] = field(default_factory=dict)  # task -> its place in `names`
     pending: list[int] = field(default_factory=list)  # places of the PENDING tasks, sorted
-    log_base: dict[str, str] = field(default_factory=dict)  # task -> its logs' path stem
+    log_base: dict[str, str] = field(default_factory=dict)  # task -> its logs' name stem
+    log_dir: Path = field(default_factory=Path)  # the run's logs, set with the first stem
 
     def set_status(self, name: str, status: str) -> None:
         """Change a task's status, keeping `pending` (what the scheduler looks at) exact."""
@@ -255,7 +264,8 @@ class Runner:
         self._local: dict[tuple[int, str], tuple[Attempt, ProcessExecutor, TaskContext]] = {}
         self._fd_attempt: dict[int, Attempt] = {}
         self._wake_fd: int | None = None  # an eventfd the worker threads wake the loop with
-        self._spawned: list[tuple[int, str, int]] = []  # (run, task, pid) to record
+        # (run, task, pid, its start time) to record
+        self._spawned: list[tuple[int, str, int, int | None]] = []
         self._launches: list[tuple[int, str, Executor, TaskContext]] = []  # after commit
         self._notices: list[Callable[[], object]] = []  # hooks, called after commit
         self._step_at = time.monotonic()
@@ -550,8 +560,10 @@ class Runner:
         run.attempts[name] = attempt
         run.set_status(name, RUNNING)
         run.next_at.pop(name, None)
-        base = f"{self._log_base(run, name)}.{attempt}"
-        stdout_log, stderr_log = Path(base + ".out"), Path(base + ".err")
+        stem = f"{self._log_base(run, name)}.{attempt}"
+        base = f"{run.log_dir}/{stem}"
+        # made from the run's directory (parsed once), not from whole path strings
+        stdout_log, stderr_log = run.log_dir / f"{stem}.out", run.log_dir / f"{stem}.err"
         now = time.time()
         if not run.started:
             run.started = True
@@ -559,8 +571,10 @@ class Runner:
                 run.deadline = now + run.workflow.timeout
             self.store.update_run(run.id, "run_started", status=RUNNING, started=now)
             self._call_hook("run_started", lambda: {"run": self._run_info(run.id)})
+        # the data as JSON text: a json.dumps per task is a measurable part of a step
         self.store.update_task(
-            run.id, name, "task_started", {"attempt": attempt}, status=RUNNING, attempt=attempt,
+            run.id, name, "task_started", f'{{"attempt": {attempt}}}', status=RUNNING,
+            attempt=attempt,
             started=now, finished=None, next_attempt_at=None, pid=None, pgid=None,
             stdout_log=base + ".out", stderr_log=base + ".err",
         )  # fmt: skip
@@ -593,7 +607,7 @@ class Runner:
             on_process=lambda pid, pgid: self._post(
                 ("process", run_id, name, pid, pgid, start_time(pid))
             ),
-            outputs_file=Path(base + ".outputs.json"),
+            outputs_file=run.log_dir / f"{stem}.outputs.json",
             memory_limit=spec.resources.memory,
             upstream=_Upstream(run.completed),
             secrets=secrets,
@@ -607,13 +621,15 @@ class Runner:
             run.output_fields.update(output_fields(name, outputs))
 
     def _log_base(self, run: _ActiveRun, name: str) -> str:
-        """`<logs>/<run>/<task>` (attempts add `.<n>`); the run's directory is made once,
-        since a task may write its `$CLERK_OUTPUTS` file there before any log exists."""
+        """The task's logs' file name stem in `run.log_dir`, `<logs>/<run>/` (attempts
+        add `.<n>`); that directory is made once, since a task may write its
+        `$CLERK_OUTPUTS` file there before any log exists."""
         stem = run.log_base.get(name)
         if stem is None:
             if not run.log_base:
-                (self.logs_dir / str(run.id)).mkdir(parents=True, exist_ok=True)
-            stem = f"{self.logs_dir}/{run.id}/{sanitize_component(name)}"
+                run.log_dir = self.logs_dir / str(run.id)
+                run.log_dir.mkdir(parents=True, exist_ok=True)
+            stem = sanitize_component(name)
             run.log_base[name] = stem
         return stem
 
@@ -642,9 +658,9 @@ class Runner:
         if self._spawned:  # their pids, at once: crash recovery kills what they leave
             spawned, self._spawned = self._spawned, []
             with self.store.batch():
-                for run_id, name, pid in spawned:
+                for run_id, name, pid, started in spawned:
                     self.store.update_task(run_id, name, pid=pid, pgid=pid,
-                                           proc_start=start_time(pid))  # fmt: skip
+                                           proc_start=started)  # fmt: skip
 
     def _spawn(self, run_id: int, name: str, executor: ProcessExecutor, context: TaskContext,
                ready_at: float) -> None:  # fmt: skip
@@ -663,6 +679,7 @@ class Runner:
         if isinstance(command, TaskResult):
             self._arrived.append(("done", run_id, name, command))
             return
+        before = boot_ticks()
         try:
             pid, stdout, stderr = spawn(command.argv, command.env, command.cwd)
         except OSError as exc:
@@ -672,7 +689,7 @@ class Runner:
         self._local[run_id, name] = (attempt, executor, context)
         for fd in attempt.fds:
             self._fd_attempt[fd] = attempt
-        self._spawned.append((run_id, name, pid))
+        self._spawned.append((run_id, name, pid, start_time_between(pid, before, boot_ticks())))
 
     def _reap(self) -> list[tuple[Any, ...]]:
         """Enforce the limits of the attempts this loop watches; the ended ones' results."""
@@ -804,8 +821,9 @@ class Runner:
         if result.ok:
             run.set_status(name, COMPLETED)
             self._completed(run, name, result.outputs)
+            data = f'{{"attempt": {attempt}, "wall": {_json_number(round(result.wall, 3))}}}'
             self.store.update_task(
-                run.id, name, "task_completed", {"attempt": attempt, "wall": round(result.wall, 3)},
+                run.id, name, "task_completed", data,
                 status=COMPLETED, outputs=result.outputs, error_code=None, error=None,
                 recoverable=None, **usage,
             )  # fmt: skip
@@ -952,6 +970,11 @@ class Runner:
         notices, self._notices = self._notices, []
         for notice in notices:
             notice()
+
+
+def _json_number(value: float) -> str:
+    """A float as `json.dumps` writes it (repr), or null where JSON has no number."""
+    return repr(value) if math.isfinite(value) else "null"
 
 
 def redact_value(value: Any, secrets: list[str]) -> Any:

@@ -220,9 +220,12 @@ class RunStore:
         self._update("runs", "id = ?", (run_id,), values, run_id, None, event, data)
 
     def update_task(self, run_id: int, task: str, event: str | None = None,
-                    data: dict[str, Any] | None = None, **values: Any) -> None:  # fmt: skip
+                    data: dict[str, Any] | str | None = None, **values: Any) -> None:  # fmt: skip
+        """`data`: the event's data, or that already encoded as JSON (the runner's
+        per-task events, which it formats without a `json.dumps` call)."""
         if "outputs" in values:
-            values["outputs"] = json.dumps(values["outputs"])
+            outputs = values["outputs"]
+            values["outputs"] = json.dumps(outputs) if outputs else "{}"
         where = "run_id = ? AND task = ?"
         if not self._batching:
             with self.conn:
@@ -238,7 +241,7 @@ class RunStore:
 
     def _update(self, table: str, where: str, key: tuple[Any, ...], values: dict[str, Any],
                 run_id: int, task: str | None, event: str | None,
-                data: dict[str, Any] | None) -> None:  # fmt: skip
+                data: dict[str, Any] | str | None) -> None:  # fmt: skip
         # the runner makes thousands of these a second: the SQL text is built once per
         # shape (sqlite3 then reuses its prepared statement), not once per call
         if values:
@@ -252,10 +255,12 @@ class RunStore:
             self._event(run_id, task, event, data, time.time())
 
     def _event(self, run_id: int, task: str | None, kind: str,
-               data: dict[str, Any] | None, ts: float) -> None:  # fmt: skip
+               data: dict[str, Any] | str | None, ts: float) -> None:  # fmt: skip
+        if data and not isinstance(data, str):
+            data = json.dumps(data)
         self.conn.execute(
             "INSERT INTO run_events (run_id, task, ts, kind, data) VALUES (?, ?, ?, ?, ?)",
-            (run_id, task, ts, kind, json.dumps(data) if data else None),
+            (run_id, task, ts, kind, data or None),
         )
 
     # --- reading --------------------------------------------------------------------------
@@ -321,7 +326,8 @@ def _run_info(row: tuple[Any, ...]) -> RunInfo:
 
 def _task_info(row: tuple[Any, ...]) -> TaskRunInfo:
     values = dict(zip(_TASK_COLUMNS, row, strict=True))
-    values["outputs"] = json.loads(values["outputs"] or "{}")
+    outputs = values["outputs"]  # most tasks have none: no json.loads for those
+    values["outputs"] = json.loads(outputs) if outputs and outputs != "{}" else {}
     if values["recoverable"] is not None:
         values["recoverable"] = bool(values["recoverable"])
     values["attempt"] = values["attempt"] or 0
