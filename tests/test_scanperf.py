@@ -198,3 +198,29 @@ def test_duplicates_are_found_across_batches_while_rows_are_being_written(
     kept = {p.name for p in out.iterdir()}
     assert len(kept & {"a1.dat", "a2.dat"}) == 1 and len(kept & {"b1.dat", "b2.dat"}) == 1
     assert {f"u{n}.dat" for n in range(4)} <= kept
+
+
+def test_checkpoints_move_to_a_thread_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's commits never checkpoint (a 50-150 ms fsync): a thread does it."""
+    from test_daemon_support import wait_until
+
+    import clerk.store as store
+
+    monkeypatch.setattr(store, "_autocheckpoint_pages", store._autocheckpoint_pages)
+    path = tmp_path / "clerk.db"
+    checkpoints = store.checkpoint_in_background(path, interval=0.05)
+    try:
+        db = store.open_store(path)
+        assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        before = path.stat().st_size
+        with db.conn:
+            db.execute("CREATE TABLE blob (data BLOB)")
+            db.conn.executemany("INSERT INTO blob VALUES (?)", [(b"x" * 4000,)] * 500)
+        # the pages are in the WAL; only a checkpoint writes them into the database file
+        wait_until(lambda: path.stat().st_size > before + 1_000_000, timeout=10,
+                   what="the checkpoint thread copied the WAL into the database")  # fmt: skip
+        db.close()
+    finally:
+        checkpoints.stop()

@@ -49,9 +49,11 @@ if TYPE_CHECKING:
     from clerk.app import App
     from clerk.rules.engine import Engine, FileOutcome, Summary
     from clerk.rules.model import Root, RuleSet
+    from clerk.store import Checkpointer
 
 log = logging.getLogger("clerk.daemon")
 
+STATUS_EVERY = 1.0  # seconds between READY status lines after batches
 HEALTH_INTERVAL = 1.0  # seconds between watcher / root availability checks
 MAX_WAIT = 2.0  # the loop wakes at least this often (cheap: no busy polling)
 DRAIN_LIMIT = 2000  # intake items handled between two looks at what is ready
@@ -104,6 +106,9 @@ class Daemon:
         self.processed = 0
         self.reloads = 0
         self._ops: deque[tuple[float, int]] = deque()
+        self._checkpoints: Checkpointer | None = None
+        self._ops_total = 0  # the sum over self._ops, kept so status costs O(1) per batch
+        self._status_sent = 0.0  # monotonic time of the last STATUS= line
         self._placed: dict[str, tuple[tuple[int, int], float]] = {}
         self._root_devs: dict[str, int | None] = {}
         self._rewatch: set[str] = set()  # roots back after being unavailable
@@ -131,6 +136,11 @@ class Daemon:
         """Config, store, rules, recovery. Raises ConfigError (every problem) on bad rules;
         returns the warnings."""
         self.app.config  # noqa: B018 - a broken config.yaml fails here, before anything
+        from clerk.store import checkpoint_in_background
+
+        # before the store opens: its connections leave WAL checkpoints (an fsync of
+        # 50-150 ms) to a thread instead of stalling whichever batch crosses the limit
+        self._checkpoints = checkpoint_in_background(self.app.config.store_path)
         self.app.store  # noqa: B018 - opening migrates
         ruleset, problems = self.app.check()
         errors = [p for p in problems if p.severity == "error"]
@@ -293,6 +303,8 @@ class Daemon:
             log.info("still settling: %s (%s, open: %s, closed: %s)", path, entry.trigger,
                      self.settler.is_open(path), entry.closed)  # fmt: skip
         self.watchers.close()
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
         if self.schedules is not None:
             self.schedules.shutdown()
         from clerk.engine.queue import set_run_sink
@@ -471,6 +483,7 @@ class Daemon:
         self.processed += summary.seen
         if done:
             self._ops.append((time.time(), done))
+            self._ops_total += done
         for outcome in summary.outcomes:
             for result in outcome.ops:
                 if result.status == "done" and result.dst:
@@ -857,7 +870,12 @@ class Daemon:
             state = DEGRADED if self.degraded else READY
         self.state = state
         if old != state and state != PROCESSING and old != INITIALIZING:
-            self.notifier.status(self.status_line())
+            now = time.monotonic()
+            # back to READY after each batch: at most one STATUS= a second, so a steady
+            # trickle of files does not become a datagram per file to systemd
+            if old != PROCESSING or now - self._status_sent >= STATUS_EVERY:
+                self._status_sent = now
+                self.notifier.status(self.status_line())
 
     def record_error(self, where: str, message: str) -> None:
         self.last_errors.append({"ts": time.time(), "where": where, "error": message})
@@ -865,8 +883,8 @@ class Daemon:
     def ops_per_minute(self) -> int:
         cutoff = time.time() - 60
         while self._ops and self._ops[0][0] < cutoff:
-            self._ops.popleft()
-        return sum(n for _, n in self._ops)
+            self._ops_total -= self._ops.popleft()[1]
+        return self._ops_total
 
     def status_line(self) -> str:
         state = self.state
