@@ -49,10 +49,27 @@ def test_without_a_close_the_file_must_be_still_for_the_settle_time(tmp_path: Pa
     assert _ready(settler, 2.0) == []  # first look: the clock starts now
     with open(path, "a") as out:
         out.write("more")
-    os.utime(path, ns=(1, 10**9))  # a different mtime: changed since the first look
+    recent = path.stat().st_mtime_ns + 1
+    os.utime(path, ns=(recent, recent))  # a different (recent) mtime: changed since
     assert _ready(settler, 4.0) == []
     assert settler.next_deadline() == 6.0
     assert _ready(settler, 6.0) == [str(path)]
+
+
+def test_a_file_whose_mtime_is_older_than_the_settle_time_is_ready_at_first_look(
+    tmp_path: Path,
+) -> None:
+    """An overflow's reconcile finds files whose close was lost long ago: no new wait."""
+    settler, root = Settler(), _root(tmp_path)
+    old, fresh = tmp_path / "old.txt", tmp_path / "fresh.txt"
+    old.write_text("x")
+    fresh.write_text("y")
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    settler.events_lost()  # opens untracked, as after an overflow
+    settler.touch(str(old), root, "created", now=0.0)
+    settler.touch(str(fresh), root, "created", now=0.0)
+    assert _ready(settler, 2.0) == [str(old)]  # fresh.txt: changed just now, it waits
+    assert _ready(settler, 7.0) == [str(fresh)]
 
 
 def test_an_open_writer_holds_the_file_until_it_looks_stuck(tmp_path: Path) -> None:

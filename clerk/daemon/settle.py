@@ -16,6 +16,7 @@ import heapq
 import itertools
 import os
 import stat
+import time
 from dataclasses import dataclass
 
 from clerk.rules.model import Root
@@ -153,6 +154,11 @@ class Settler:
             # unless the writer said it is done
             entry.observed, entry.observed_at = seen, now
             if entry.closed and not self.is_open(path):
+                return True
+            if not self.is_open(path) and time.time() - st.st_mtime >= settle:
+                # its mtime says it has been unchanged for `settle` already (files an
+                # overflow's reconcile finds long after their close was lost): no need
+                # to watch it that long again
                 return True
             self._schedule(path, entry, now + settle)
             return None
