@@ -64,6 +64,17 @@ class TaskContext:
     #: hide them (`clerk.config.redact`) in whatever reaches a log or the store
     secrets: list[str] = field(default_factory=list)
 
+    def render_value(self, value: Any) -> Any:
+        """`render` every string in a YAML value, walking lists and mappings (a task's
+        `kwargs:`, a request body); other values are returned as they are."""
+        if isinstance(value, str):
+            return self.render(value)
+        if isinstance(value, list):
+            return [self.render_value(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.render_value(v) for k, v in value.items()}
+        return value
+
 
 @dataclass
 class TaskResult:

@@ -80,7 +80,7 @@ class PythonExecutor(Executor):
         if self.isolation == "thread":
             return self._call_here(context)
         try:
-            kwargs = {k: _render_value(v, context) for k, v in self.kwargs.items()}
+            kwargs = {k: context.render_value(v) for k, v in self.kwargs.items()}
             env = environ() | {k: context.render(v) for k, v in self.env.items()}
             cwd = os.path.expanduser(context.render(self.cwd)) if self.cwd else None
         except ClerkError as exc:
@@ -113,7 +113,7 @@ class PythonExecutor(Executor):
             kwargs = {k: v for k, v in context.fields.items() if wants(k)}
             if wants("tasks"):  # built only when asked for: it grows with the run
                 kwargs["tasks"] = {t: dict(o) for t, o in context.upstream.items()}
-            kwargs.update({k: _render_value(v, context) for k, v in self.kwargs.items()})
+            kwargs.update({k: context.render_value(v) for k, v in self.kwargs.items()})
             value = function(**kwargs)
             outputs = json.loads(json.dumps(_outputs(value), default=str))
         except ClerkError as exc:
@@ -163,16 +163,6 @@ def _log_traceback(context: TaskContext) -> None:
         log.write(traceback.format_exc().encode())
     finally:
         log.close()
-
-
-def _render_value(value: Any, context: TaskContext) -> Any:
-    if isinstance(value, str):
-        return context.render(value)
-    if isinstance(value, list):
-        return [_render_value(v, context) for v in value]
-    if isinstance(value, dict):
-        return {k: _render_value(v, context) for k, v in value.items()}
-    return value
 
 
 def _read_result(result: TaskResult, path: Any) -> TaskResult:

@@ -120,7 +120,7 @@ class DaskExecutor(Executor):
     def _submission(self, context: TaskContext) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         """The worker-side function and its arguments, every template rendered."""
         if self.call is not None:
-            kwargs = {k: _render_value(v, context) for k, v in self.kwargs.items()}
+            kwargs = {k: context.render_value(v) for k, v in self.kwargs.items()}
             upstream = {name: dict(outputs) for name, outputs in context.upstream.items()}
             return (
                 clients.ByValue(remote.call_function),
@@ -293,16 +293,6 @@ def _write_log(path: Any, limit: int, data: bytes, dropped: int = 0) -> None:
 
 def _mib(size: int) -> str:
     return f"{size / 1024 / 1024:.1f}MiB"
-
-
-def _render_value(value: Any, context: TaskContext) -> Any:
-    if isinstance(value, str):
-        return context.render(value)
-    if isinstance(value, list):
-        return [_render_value(v, context) for v in value]
-    if isinstance(value, dict):
-        return {k: _render_value(v, context) for k, v in value.items()}
-    return value
 
 
 def _check_call(call: Any) -> str:
