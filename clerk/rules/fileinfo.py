@@ -25,6 +25,9 @@ class Facts(Protocol):
 
     now: datetime
 
+    @property
+    def classifiers(self) -> Mapping[str, Any]: ...  # by namespace (templates may name them)
+
     def mime(self, file: FileInfo) -> str: ...
     def hash(self, file: FileInfo) -> str: ...
     def attrs(self, file: FileInfo, namespace: str) -> dict[str, Any]: ...
@@ -240,7 +243,7 @@ class TemplateFields(Mapping[str, Any]):
             values = f.attrs(namespace)
             if attr in values:
                 return values[attr]
-            if namespace in getattr(f._facts, "classifiers", ()):
+            if namespace in f._facts.classifiers:
                 return None  # a known classifier had nothing for this file: "has no value"
         raise KeyError(key)
 
