@@ -7,17 +7,19 @@ fileops and the rules engine), a few per few hundred files.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
+from sqlite_utils import Database, Migrations
 
 from clerk.errors import ClerkError
 
@@ -38,36 +40,150 @@ class StoreError(ClerkError):
 
 
 def open_store(path: Path | str, *, migrate: bool = True, readonly: bool = False) -> Database:
-    """Open (creating if needed) the store at `path` and apply pending migrations."""
+    """Open (creating if needed) the store at `path` and apply pending migrations.
+
+    Safe when several processes open the same store at once, a fresh one included: the
+    first to get the setup lock creates and migrates it, the others then find nothing
+    left to do. Every SQLite error on the way is a `StoreError`.
+    """
     path = Path(path)
     if readonly:
-        if not path.exists():
-            raise StoreError(f"no store at {path} (run `clerk scan` or `clerk init` first)")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        db = Database(conn, execute_plugins=False)
-        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        return db
-    path.parent.mkdir(parents=True, exist_ok=True)
+        return _open_readonly(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot open store {path}: {exc}") from None
+    conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(str(path), check_same_thread=False)
         db = Database(conn, execute_plugins=False)
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: in WAL mode a commit survives a crash of clerk (kill -9) without an
-        # fsync per commit; after a power cut the last commits may be missing, which
-        # can cost the ability to undo those ops but never a file (docs/safety.md).
-        db.execute("PRAGMA synchronous=NORMAL")
-        # checkpoint every ~40 MB of WAL instead of 4 MB: a scan rewrites the same index
-        # pages over and over, and each checkpoint writes (and fsyncs) them to the db
-        db.execute(f"PRAGMA wal_autocheckpoint={_autocheckpoint_pages}")
-        db.execute("PRAGMA foreign_keys=ON")
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot open store {path}: {exc}") from None
-    if migrate:
-        from clerk.store.migrations import migrations
+        with _setup_lock(path):
+            _set_pragmas(db)
+            if migrate:
+                from clerk.store.migrations import migrations
 
-        migrations.apply(db)
+                apply_migrations(db, migrations)
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(_open_error(path, exc)) from None
+        raise
     return db
+
+
+def _open_readonly(path: Path) -> Database:
+    if not path.exists():
+        raise StoreError(f"no store at {path} (run `clerk scan` or `clerk init` first)")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        db = Database(conn, execute_plugins=False)
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    except sqlite3.Error as exc:
+        raise StoreError(_open_error(path, exc)) from None
+    return db
+
+
+def _set_pragmas(db: Database) -> None:
+    # Switching a brand-new file to WAL takes an exclusive lock, and SQLite reports
+    # "database is locked" at once (no busy wait) when two connections race for it:
+    # the caller holds the setup lock, so no other clerk process is doing it too.
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL: in WAL mode a commit survives a crash of clerk (kill -9) without an
+    # fsync per commit; after a power cut the last commits may be missing, which
+    # can cost the ability to undo those ops but never a file (docs/safety.md).
+    db.execute("PRAGMA synchronous=NORMAL")
+    # checkpoint every ~40 MB of WAL instead of 4 MB: a scan rewrites the same index
+    # pages over and over, and each checkpoint writes (and fsyncs) them to the db
+    db.execute(f"PRAGMA wal_autocheckpoint={_autocheckpoint_pages}")
+    db.execute("PRAGMA foreign_keys=ON")
+
+
+def _open_error(path: Path, exc: sqlite3.Error) -> str:
+    message = f"cannot open store {path}: {exc}"
+    if "locked" in str(exc) or "busy" in str(exc):
+        # busy past the timeout, or at once when a read snapshot went stale
+        message += (
+            " (another process is writing to it: try again; if this persists, look for"
+            " a stuck `clerk` command or daemon)"
+        )
+    return message
+
+
+# How long an opener waits for another process to finish creating or migrating the
+# store. Generous: a migration that rewrites a big table takes a while, and giving up
+# early would fail a daemon start that waiting would have let through.
+SETUP_LOCK_TIMEOUT = 60.0
+
+
+@contextmanager
+def _setup_lock(path: Path) -> Iterator[None]:
+    """Hold `<store>-migrate.lock` (flock): one clerk process at a time sets the store up.
+
+    A file lock rather than only SQLite's own locks because two steps cannot wait on
+    those: the switch of a new file to WAL, and a migration that must run outside a
+    transaction (VACUUM). The kernel drops the lock when its holder dies, so a crash
+    mid-migration never leaves the store locked. Holding it costs a few syscalls.
+    """
+    lock_path = path.with_name(path.name + "-migrate.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open store {path}: {lock_path}: {exc.strerror}") from None
+    try:
+        _flock_within(fd, lock_path, SETUP_LOCK_TIMEOUT)
+        try:
+            # who holds it, for the message of an opener that gives up waiting
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _flock_within(fd: int, lock_path: Path, timeout: float) -> None:
+    # flock has no timeout of its own: poll it, waking often at first since the usual
+    # holder is another opener that is done within milliseconds
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise StoreError(
+                    f"another process (pid {holder}) has been setting up the store for more "
+                    f"than {timeout:g} s; it holds {lock_path}"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def apply_migrations(db: Database, migration_set: Migrations) -> None:
+    """Apply the pending migrations of `migration_set`, all in one write transaction.
+
+    The caller holds the setup lock, which orders clerk openers; the transaction is
+    taken up front (BEGIN IMMEDIATE, waiting up to the busy timeout) because a process
+    that opened the store earlier may be writing: a deferred transaction that read the
+    schema first would then fail with "database is locked" without waiting. The list of
+    pending migrations is read again inside it, so what another process applied
+    meanwhile is skipped, never applied twice.
+    """
+    pending = migration_set.pending(db)
+    if not pending:
+        return  # the usual open: nothing to write, no write lock taken
+    if not all(migration.transactional for migration in pending):
+        # cannot run inside a transaction: each runs on its own, ordered by the file lock
+        migration_set.apply(db)
+        return
+    with write_txn(db):
+        # sqlite-utils turns each migration's own transaction into a savepoint here
+        migration_set.apply(db)
 
 
 # Pages of WAL after which a committing connection checkpoints (0: never; a
