@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from clerk.errors import ClerkError
+from clerk.fileops.execute import new_batch_id
 from clerk.fileops.types import OpRequest, OpResult
 from clerk.plugins.api import EffectAction, FileOpAction, Target, Verdict
 from clerk.plugins.manager import Registry
@@ -335,7 +335,7 @@ class Engine:
                 self._record_file_error(file, plan.error)
             plans.append(plan)
             self.facts.remember(file)
-        batch_id = uuid.uuid4().hex[:12]
+        batch_id = new_batch_id()
         results = self._execute(requests, batch_id)
         if requests and not self.dry_run:
             summary.batches.append(batch_id)

@@ -75,7 +75,10 @@ class FileInfo:
         self._attrs: dict[str, Any] = dict(fresh.attrs) if fresh else {}
         self._head: bytes | None = None
         self.computed: set[str] = set()  # facts computed now (to write back to the catalog)
-        self.origin: FileInfo = self  # the first view of this file in this run
+        # the first view of this file in this run (None: this one). Not `self`: a
+        # reference to itself would make every FileInfo garbage that only the cyclic
+        # collector frees, and a scan makes one per file.
+        self._origin: FileInfo | None = None
 
     def at(self, root: Root, path: str, relpath: str) -> FileInfo:
         """A view of the same file at another place (after a planned move).
@@ -84,6 +87,7 @@ class FileInfo:
         """
         view = object.__new__(FileInfo)
         view.__dict__.update(self.__dict__)
+        view._origin = self.origin
         view.root, view.relpath = root, relpath
         view._set_path(path)
         return view
@@ -112,6 +116,11 @@ class FileInfo:
     @property
     def is_regular(self) -> bool:
         return stat_module.S_ISREG(self.st.st_mode)
+
+    @property
+    def origin(self) -> FileInfo:
+        """The first view of this file in this run: facts computed by any view live there."""
+        return self._origin or self
 
     # --- lazy facts --------------------------------------------------------------------
     @property
