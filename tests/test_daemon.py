@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 from test_daemon_support import (
     files_under,
     journal,
@@ -229,3 +230,43 @@ def test_logs_carry_journald_priorities_under_systemd(
     lines = [line for line in log_path.read_text().splitlines() if line]
     assert lines and all(line[:3] in ("<6>", "<4>", "<3>", "<7>") for line in lines), lines
     assert any(line.startswith("<6>clerk.daemon: ready") for line in lines)
+
+
+def test_a_backlog_goes_through_in_batches_with_the_catalog_written_behind(
+    tmp_path: Path, clerk_home: Path, write_rules: Callable[[str], Path]
+) -> None:
+    # more files than one journal batch, at start (the first reconcile) and all at once
+    # later: batches go through the engine with a catalog writer thread, and every file
+    # still ends up once in the journal and once in the catalog, at its destination
+    inbox, archive = tmp_path / "inbox", tmp_path / "archive"
+    inbox.mkdir()
+    archive.mkdir()
+    write_rules(RULES.format(inbox=inbox, archive=archive))
+    write_config(clerk_home, "reconcile_interval: 1h\njournal_batch: 4\n")
+    before = [f"before-{i:02d}.txt" for i in range(23)]
+    for name in before:
+        (inbox / name).write_text(name)
+    with running_daemon(tmp_path) as (daemon, _):
+        assert files_under(archive) == before
+        later = [f"later-{i:02d}.txt" for i in range(31)]
+        staging = tmp_path / "staging"
+        staging.mkdir()
+        for name in later:
+            (staging / name).write_text(name)
+        for name in later:  # renames into the root: one quick burst of ready files
+            os.rename(staging / name, inbox / name)
+        wait_until(lambda: files_under(archive) == sorted(before + later), what="all moved")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+    moves = journal(clerk_home)
+    everything = sorted(before + later)
+    assert sorted(str(m["dst"]) for m in moves) == [str(archive / n) for n in everything]
+    assert {m["state"] for m in moves} == {"done"}
+    db = sqlite_utils.Database(clerk_home / "clerk.db")
+    try:
+        rows = list(db.query("SELECT root, relpath FROM files WHERE state = 'present'"))
+    finally:
+        db.close()
+    assert sorted((r["root"], r["relpath"]) for r in rows) == [
+        ("archive", n) for n in sorted(before + later)
+    ]

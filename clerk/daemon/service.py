@@ -42,6 +42,7 @@ from clerk.daemon.schedule import WORKFLOW_PREFIX, Schedules
 from clerk.daemon.settle import Ready, Settler
 from clerk.daemon.watch import FsEvent, Overflow, Watchers
 from clerk.errors import ConfigError, Problem
+from clerk.fileops.types import OpResult
 from clerk.rules.walk import SKIPPED_DIRS, Candidate, candidate_for, ignore_matcher, walk_root
 from clerk.store import write_txn
 
@@ -427,17 +428,25 @@ class Daemon:
     ) -> Totals:
         """The one way the daemon applies rules: the engine `clerk scan` uses, in batches,
         stopping between batches when asked to stop."""
+        assert self.engine is not None
         totals = Totals()
-        batch: list[Candidate] = []
         size = self.app.config.settings.journal_batch
-        for candidate in candidates:
-            batch.append(candidate)
-            if len(batch) >= size:
-                if not self._run_batch(batch, trigger, seen_ids, rule_names, totals):
-                    return totals
-                batch = []
-        if batch:
-            self._run_batch(batch, trigger, seen_ids, rule_names, totals)
+        todo = candidates if isinstance(candidates, list) else list(candidates)
+        if len(todo) <= size:
+            if todo:
+                self._run_batch(todo, trigger, seen_ids, rule_names, totals)
+            return totals
+        # a backlog (a burst, a reconcile): catalog rows are written by a thread while
+        # the next batch is planned, as in `clerk scan`
+        try:
+            with self.engine.writing_behind():
+                for start in range(0, len(todo), size):
+                    batch = todo[start : start + size]
+                    if not self._run_batch(batch, trigger, seen_ids, rule_names, totals):
+                        break
+        except Exception as exc:  # the last catalog write failed: the next walk redoes it
+            log.exception("writing the catalog failed")
+            self.record_error("process", f"catalog: {type(exc).__name__}: {exc}")
         return totals
 
     def _run_batch(
@@ -487,7 +496,7 @@ class Daemon:
         for outcome in summary.outcomes:
             for result in outcome.ops:
                 if result.status == "done" and result.dst:
-                    self._remember_placed(result.dst, now)
+                    self._remember_placed(result, now)
             self._follow_chain(outcome)
         for error in summary.errors:
             self.record_error("rule", error)
@@ -500,14 +509,20 @@ class Daemon:
             )
         self._expire_placed(now)
 
-    def _remember_placed(self, path: str, now: float) -> None:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return
+    def _remember_placed(self, result: OpResult, now: float) -> None:
+        path = result.dst
+        assert path is not None
+        if result.dst_inode is not None and result.dst_dev is not None:
+            identity = (result.dst_dev, result.dst_inode)  # fileops knows: no lstat
+        else:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return
+            identity = (st.st_dev, st.st_ino)
         # re-inserted at the end: the dict stays in expiry order (one TTL for all)
         self._placed.pop(path, None)
-        self._placed[path] = ((st.st_dev, st.st_ino), now + PLACED_TTL)
+        self._placed[path] = (identity, now + PLACED_TTL)
 
     def _expire_placed(self, now: float) -> None:
         # oldest first: stop at the first one still valid (no full scan per batch)

@@ -17,6 +17,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -167,6 +168,7 @@ class Engine:
         self._matchers: dict[int, Matcher] = {}
         self._uncatalogued: set[str] = set()  # roots walked now that had no catalog rows
         self._fact_errors: list[str] = []  # classifier/MIME/hash failures, for the summary
+        self._writer: CatalogWriter | None = None  # set inside `writing_behind()`
 
     # --- entry points ----------------------------------------------------------------------
     def scan(
@@ -234,10 +236,11 @@ class Engine:
     ) -> Summary:
         """Apply the rules for `trigger` to candidates, in batches."""
         summary = summary or Summary()
-        writer: CatalogWriter | None = None
+        shared = self._writer
+        writer: CatalogWriter | None = shared
         try:
             for index, batch in enumerate(_chunks(candidates, self.batch_size)):
-                if index == 1:  # a second batch: worth a thread for the catalog writes
+                if index == 1 and writer is None:  # a second batch: worth a writer thread
                     writer = self._catalog_writer()
                     self.facts.sync_catalog = writer.wait if writer is not None else None
                 self._process_batch(batch, trigger, summary, rule_names, seen_ids, writer)
@@ -247,10 +250,33 @@ class Engine:
                 if progress is not None:
                     progress(len(batch))
         finally:
-            self.facts.sync_catalog = None
-            if writer is not None:
+            if writer is not None and writer is not shared:
+                self.facts.sync_catalog = None
                 writer.close()
         return summary
+
+    @contextmanager
+    def writing_behind(self) -> Iterator[None]:
+        """Catalog rows of every `process()` call in this block go to one writer thread.
+
+        For a caller that hands the engine many batches one call at a time (the daemon
+        working off a backlog): each batch's rows are written while the next is planned,
+        as they are within one long `process()` call. Everything is written when the
+        block ends; catalog reads for duplicates wait for the rows still on their way.
+        """
+        if self._writer is not None:
+            yield
+            return
+        writer = self._catalog_writer()
+        if writer is None:
+            yield
+            return
+        self._writer, self.facts.sync_catalog = writer, writer.wait
+        try:
+            yield
+        finally:
+            self._writer, self.facts.sync_catalog = None, None
+            writer.close()
 
     def _catalog_writer(self) -> CatalogWriter | None:
         # `file_classified` hooks may read the catalog: they get it written, as before
