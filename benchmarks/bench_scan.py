@@ -8,13 +8,16 @@ copy of it into images / documents / music / archives, as a separate process who
 time and peak RSS (wait4's ru_maxrss) are measured. Phases:
 
 - ext:  clerk scan with 4 extension rules | organize-tool 3.3.0, same rules |
-        os.walk + os.rename (benchmarks/raw_loops.py ext)
+        os.walk + os.rename (benchmarks/raw_loops.py ext) | the journaled floor: that
+        loop plus clerk's journal and catalog writes (raw_loops.py journaled)
 - mime: clerk scan with 4 mime rules | os.walk + libmagic + os.rename (raw_loops.py mime)
 
-Every run is verified (the right files in the right folders, nothing lost; for clerk,
-one 'done' move in the journal per file moved). Results go to a table, to PASS/FAIL
-lines against the targets, and to `.bench/results-scan.json`. Exit status: 0 when every
-run verified, 1 when one did not (or, with --strict, when a target failed).
+Every run is verified (the right files in the right folders, nothing lost; for clerk
+and the journaled floor, one 'done' move in the journal per file moved, and for the
+floor one catalog row per file where it ended up). Results go to a table, to PASS/FAIL
+lines against the targets, to informational ratios, and to `.bench/results-scan.json`.
+Exit status: 0 when every run verified, 1 when one did not (or, with --strict, when a
+target failed).
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ EXT_VS_RAW_MAX = 2.0
 MIME_VS_RAW_MAX = 1.5
 RSS_MAX_MIB = 150.0
 HELP_MAX_MS = 100.0
+JOURNALED_FLOOR = "journaled floor"
 
 
 # --- trees ---------------------------------------------------------------------------------
@@ -210,6 +214,29 @@ def check_journal(db_path: Path, result: Sorted) -> list[str]:
     return problems
 
 
+def check_catalog(db_path: Path, result: Sorted, total: int) -> list[str]:
+    """One 'present' catalog row per file: in root `out` at its category folder for each
+    file moved, in root `inbox` for each file left; no other rows."""
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT root, relpath, state FROM files").fetchall()
+    moved = {f"{category}/{name}" for category, names in result.found.items() for name in names}
+    present = Counter(root for root, _, state in rows if state == "present")
+    placed = {os.fsdecode(relpath) for root, relpath, state in rows
+              if root == "out" and state == "present"}  # fmt: skip
+    problems = []
+    if len(rows) != total or present["inbox"] != result.remaining:
+        problems.append(
+            f"catalog: {len(rows)} rows ({present['inbox']} present in inbox), expected "
+            f"{total} ({result.remaining} left in the tree)"
+        )
+    if placed != moved:
+        problems.append(
+            f"catalog: {len(moved - placed)} moved files without their row in out, "
+            f"{len(placed - moved)} rows in out without their file"
+        )
+    return problems
+
+
 # --- contenders ----------------------------------------------------------------------------
 
 # A contender's run: (run_dir, tree, out) -> what the process cost
@@ -224,7 +251,8 @@ class Run:
     contender: str
     files: int
     go: Go | None = field(default=None, repr=False)
-    journal: bool = False  # clerk: check the ops table too
+    journal: bool = False  # clerk and the journaled floor: check the ops table too
+    catalog: bool = False  # the journaled floor: check the files table too
     seconds: list[float] = field(default_factory=list)
     max_rss_mib: float = 0.0
     moved: int = 0
@@ -347,6 +375,18 @@ def raw_go(mode: str) -> Go:
     return go
 
 
+def journaled_go() -> Go:
+    """The ext raw loop plus clerk's journal and catalog writes, to a fresh clerk store."""
+
+    def go(run_dir: Path, tree: Path, out: Path) -> Measured:
+        store = run_dir / CLERK_HOME / "clerk.db"
+        spec = json.dumps(EXT_CATEGORIES)
+        argv = [sys.executable, str(RAW_LOOPS), "journaled", str(tree), str(out), spec, str(store)]
+        return measure(argv, output=run_dir / "run.log")
+
+    return go
+
+
 # --- the benchmark -------------------------------------------------------------------------
 
 
@@ -361,10 +401,17 @@ class Bench:
         raw = Run("ext", "raw os.walk+os.rename", master.files, raw_go("ext"))
         clerk_go_ = clerk_go(self.args.clerk, "extension", EXT_CATEGORIES)
         clerk = Run("ext", "clerk scan", master.files, clerk_go_, journal=True)
+        floor = Run("ext", JOURNALED_FLOOR, master.files, journaled_go(), journal=True)
+        floor.catalog = True
+        floor.note = "raw loop + clerk's journal and catalog writes (floor), SQLite on a thread"
+        if self.args.skip_journaled_floor:
+            floor.skipped = "skipped: --skip-journaled-floor"
         for _ in range(self.args.repeat):
             self.attempt(raw, master)
+            if floor.skipped is None:
+                self.attempt(floor, master)
             self.attempt(clerk, master)
-        self.runs += [raw, clerk, self.organize_run(master, small)]
+        self.runs += [raw, floor, clerk, self.organize_run(master, small)]
 
     def organize_run(self, master: Tree, small: Tree | None) -> Run:
         organize = self.args.organize
@@ -447,6 +494,8 @@ class Bench:
             self.sorted_by[run.contender] = result
         if run.journal:
             problems += check_journal(run_dir / CLERK_HOME / "clerk.db", result)
+        if run.catalog and not problems:
+            problems += check_catalog(run_dir / CLERK_HOME / "clerk.db", result, master.files)
         return problems
 
 
@@ -532,7 +581,23 @@ def targets(runs: list[Run], help_ms: float | None) -> list[Target]:
     ]
 
 
-def print_report(runs: list[Run], help_line: str, results: list[Target]) -> None:
+def informational(runs: list[Run]) -> dict[str, float | None]:
+    """Ratios that are no target: how far the journaled floor is from each neighbour."""
+
+    def median(phase: str, prefix: str) -> float | None:
+        run = next((r for r in runs if r.phase == phase and r.contender.startswith(prefix)), None)
+        return run.median if run is not None and run.verified else None
+
+    raw, floor, clerk = (median("ext", p) for p in ("raw", JOURNALED_FLOOR, "clerk"))
+    return {
+        "journaled floor / raw rename loop": floor / raw if floor and raw else None,
+        "clerk ext / journaled floor": clerk / floor if clerk and floor else None,
+    }
+
+
+def print_report(
+    runs: list[Run], help_line: str, results: list[Target], ratios: dict[str, float | None]
+) -> None:
     print(
         f"\n{'phase':<5} {'contender':<32} {'files':>7} {'seconds':>9} {'files/s':>9} "
         f"{'peak RSS':>9}  verified"
@@ -560,6 +625,9 @@ def print_report(runs: list[Run], help_line: str, results: list[Target]) -> None
     print(f"\n{help_line}\n\ntargets")
     for target in results:
         print(target.line())
+    print("\ninformational (not targets)")
+    for name, value in ratios.items():
+        print(f"  {name:<38} got {'-' if value is None else f'{value:.2f}x'}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -584,6 +652,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="kill organize after this many seconds (its time is then a lower bound)",
     )
     p.add_argument("--skip-organize", action="store_true")
+    p.add_argument(
+        "--skip-journaled-floor",
+        action="store_true",
+        help="do not run the raw loop + clerk's journal and catalog writes floor",
+    )
     p.add_argument("--organize", default=str(default_organize), help="organize executable")
     p.add_argument("--clerk", default=default_clerk, help="clerk executable")
     p.add_argument("--help-runs", type=int, default=10, help="runs of `clerk --help` (median)")
@@ -613,10 +686,11 @@ def main(argv: list[str] | None = None) -> int:
     bench.mime_phase(master)
     startup = Startup.measure(args.clerk, args.help_runs)
     results = targets(bench.runs, startup.median)
+    ratios = informational(bench.runs)
     load = {"start": list(load_at_start), "end": list(os.getloadavg())}
-    print_report(bench.runs, startup.line(), results)
+    print_report(bench.runs, startup.line(), results, ratios)
     print(f"\nload average (1/5/15 min) at start {load['start']}, at end {load['end']}")
-    write_results(args, bench, startup, results, load)
+    write_results(args, bench, startup, results, ratios, load)
     for tree in ("master", "master-small", "master-empty"):
         if not args.keep and (bench.work / tree).exists():
             shutil.rmtree(bench.work / tree)
@@ -679,6 +753,7 @@ def write_results(
     bench: Bench,
     startup: Startup,
     results: list[Target],
+    ratios: dict[str, float | None],
     load: dict[str, list[float]],
 ) -> None:
     data = {
@@ -700,6 +775,7 @@ def write_results(
             else None,
         },
         "targets": [asdict(t) for t in results],
+        "informational": ratios,  # not targets
     }
     path = Path(args.results)
     path.parent.mkdir(parents=True, exist_ok=True)

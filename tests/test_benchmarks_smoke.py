@@ -61,8 +61,8 @@ def test_bench_scan_runs_and_verifies_every_contender(tmp_path: Path) -> None:
 
     data = json.loads(results.read_text())
     runs = {(r["phase"], r["contender"].split()[0]): r for r in data["runs"]}
-    assert set(runs) == {("ext", "raw"), ("ext", "clerk"), ("ext", "organize-tool"),
-                         ("mime", "raw"), ("mime", "clerk")}  # fmt: skip
+    assert set(runs) == {("ext", "raw"), ("ext", "journaled"), ("ext", "clerk"),
+                         ("ext", "organize-tool"), ("mime", "raw"), ("mime", "clerk")}  # fmt: skip
     assert runs["ext", "organize-tool"]["skipped"] == "skipped: --skip-organize"
     for key in [k for k in runs if k[1] != "organize-tool"]:
         run = runs[key]
@@ -70,6 +70,13 @@ def test_bench_scan_runs_and_verifies_every_contender(tmp_path: Path) -> None:
         assert run["median_seconds"] > 0 and run["max_rss_mib"] > 0
     # the extension phase leaves the files without an extension; by content all move
     assert 0 < runs["ext", "clerk"]["moved"] == runs["ext", "raw"]["moved"] < FILES
+    floor = runs["ext", "journaled"]
+    assert floor["contender"] == "journaled floor" and floor["journal"] and floor["catalog"]
+    assert floor["moved"] == runs["ext", "raw"]["moved"]
+    ratios = data["informational"]
+    assert set(ratios) == {"journaled floor / raw rename loop", "clerk ext / journaled floor"}
+    assert all(isinstance(v, float) and v > 0 for v in ratios.values()), ratios
+    assert "journaled floor / raw rename loop" in done.stdout
     assert runs["mime", "clerk"]["moved"] == runs["mime", "raw"]["moved"] == FILES
 
     targets = {t["name"]: t for t in data["targets"]}
@@ -80,6 +87,101 @@ def test_bench_scan_runs_and_verifies_every_contender(tmp_path: Path) -> None:
     assert len(data["help_ms"]["runs"]) == 2
     assert "targets" in done.stdout and "clerk scan" in done.stdout
     assert not (tmp_path / "work" / "runs" / "ext-clerk-scan").exists()  # cleaned after success
+
+
+def test_bench_scan_can_skip_the_journaled_floor(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    argv = [sys.executable, str(BENCHMARKS / "bench_scan.py"), "--files=20", "--subdirs=1",
+            "--skip-organize", "--skip-journaled-floor", "--no-sync", "--help-runs=1",
+            f"--work-dir={tmp_path / 'work'}", f"--results={results}"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(results.read_text())
+    floor = next(r for r in data["runs"] if r["contender"] == "journaled floor")
+    assert floor["skipped"] == "skipped: --skip-journaled-floor" and floor["seconds"] == []
+    assert data["informational"] == dict.fromkeys(
+        ("journaled floor / raw rename loop", "clerk ext / journaled floor")
+    )
+
+
+def run_journaled(tree: Path, out: Path, store: Path) -> int:
+    spec = json.dumps({"images": ["png"], "documents": ["txt"]})
+    argv = [sys.executable, str(BENCHMARKS / "raw_loops.py"), "journaled", str(tree), str(out),
+            spec, str(store)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return int(done.stdout)
+
+
+def test_journaled_floor_journals_and_catalogs_every_file_over_several_rounds(
+    tmp_path: Path,
+) -> None:
+    tree, out, store = tmp_path / "tree", tmp_path / "out", tmp_path / "home" / "clerk.db"
+    names = [f"f{i:04d}.{('png', 'TXT', 'dat')[i % 3]}" for i in range(1203)]  # 3 rounds
+    for index, name in enumerate(names):
+        sub = tree / f"d{index % 4}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / name).write_text(name)
+    assert run_journaled(tree, out, store) == 802
+
+    with contextlib.closing(sqlite3.connect(store)) as conn:
+        ops = conn.execute(
+            "SELECT id, batch, kind, rule, file_id, src, dst, on_conflict, src_inode,"
+            " dst_inode, state, finished FROM ops ORDER BY id"
+        ).fetchall()
+        files = conn.execute("SELECT id, root, relpath, inode, state FROM files").fetchall()
+    assert [op[0] for op in ops] == list(range(1, 803))
+    assert len({op[1] for op in ops}) == 3  # one batch per round of 500 walked files
+    assert {(op[2], op[7], op[10]) for op in ops} == {("move", "rename", "done")}
+    assert all(op[8] == op[9] and op[11] is not None for op in ops)
+    by_id = {row[0]: row for row in files}
+    assert len(by_id) == len(files) == len(names)
+    for _, _, _, rule, file_id, src, dst, *_ in ops:
+        name = Path(src).name
+        assert dst == str(out / rule / name) and (out / rule / name).read_text() == name
+        assert by_id[file_id][1:3] == ("out", f"{rule}/{name}")
+    left = {(root, Path(relpath).name) for _, root, relpath, _, _ in files if root == "inbox"}
+    assert left == {("inbox", n) for n in names if n.endswith(".dat")}
+    assert {row[4] for row in files} == {"present"}
+
+    bench = load_bench()
+    result = bench.inspect(tree, out, ["images", "documents"])
+    assert bench.check_journal(store, result) == []
+    assert bench.check_catalog(store, result, len(names)) == []
+    with contextlib.closing(sqlite3.connect(store)) as conn, conn:
+        conn.execute("DELETE FROM files WHERE id = (SELECT file_id FROM ops LIMIT 1)")
+    assert bench.check_catalog(store, result, len(names)) != []
+
+
+def test_journaled_floor_never_overwrites_and_records_the_failure(tmp_path: Path) -> None:
+    tree, out, store = tmp_path / "tree", tmp_path / "out", tmp_path / "clerk.db"
+    tree.mkdir()
+    (tree / "a.png").write_text("new")
+    (tree / "b.txt").write_text("b")
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "a.png").write_text("already there")
+    (tmp_path / "outside.png").write_text("x")
+    (tree / "link.png").symlink_to(tmp_path / "outside.png")  # not followed, not moved
+
+    assert run_journaled(tree, out, store) == 1
+    assert (out / "images" / "a.png").read_text() == "already there"
+    assert (tree / "a.png").read_text() == "new" and (tree / "link.png").is_symlink()
+    with contextlib.closing(sqlite3.connect(store)) as conn:
+        ops = dict(conn.execute("SELECT rule, state || ':' || coalesce(error, '') FROM ops"))
+        files = set(conn.execute("SELECT root, relpath FROM files"))
+    assert ops == {"images": "failed:File exists", "documents": "done:"}
+    assert files == {("inbox", "a.png"), ("out", "documents/b.txt")}
+
+
+def test_journaled_floor_writes_catalog_rows_as_clerk_does() -> None:
+    from clerk.config import Settings
+    from clerk.store import catalog
+
+    raw_loops = load("raw_loops")
+    assert raw_loops.CATALOG_HEAD == catalog._UPSERT_HEAD
+    assert raw_loops.CATALOG_TAIL == catalog._UPSERT_TAIL
+    assert raw_loops.ID_BLOCK == catalog.ID_BLOCK
+    assert Settings().journal_batch == raw_loops.BATCH
 
 
 def test_checks_catch_a_misplaced_and_a_lost_file(tmp_path: Path) -> None:
