@@ -155,3 +155,31 @@ def test_an_inotify_overflow_is_caught_by_reconcile(
         assert os.listdir(inbox) == []
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
+
+
+QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+@pytest.mark.skipif(not os.access(QUEUE_LIMIT, os.W_OK), reason="lowering the queue needs root")
+def test_files_whose_create_an_overflow_dropped_are_still_organized(
+    dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # A tiny kernel queue overflows over and over while files arrive: some files' IN_CREATE
+    # is dropped while their IN_CLOSE_WRITE gets through. Such a file is new to the
+    # catalog, so the rules see it "created" (a "modified" one no default rule takes).
+    inbox, archive = dirs
+    old = QUEUE_LIMIT.read_text()
+    QUEUE_LIMIT.write_text("8\n")  # an inotify instance takes the limit when it is made
+    try:
+        with running_daemon(tmp_path) as (daemon, _):
+            QUEUE_LIMIT.write_text(old)  # only this daemon's watch has the tiny queue
+            names = [f"s{i:04d}.txt" for i in range(400)]
+            for name in names:
+                (inbox / name).write_text("x")
+            wait_until(
+                lambda: files_under(archive) == names, timeout=60, what="every file organized"
+            )
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait() == 0
+    finally:
+        QUEUE_LIMIT.write_text(old)

@@ -39,7 +39,7 @@ from clerk.daemon.reconcile import (
 )
 from clerk.daemon.runs import DaemonRuns
 from clerk.daemon.schedule import WORKFLOW_PREFIX, Schedules
-from clerk.daemon.settle import Ready, Settler
+from clerk.daemon.settle import FloodGauge, Ready, Settler
 from clerk.daemon.watch import FsEvent, Overflow, Watchers
 from clerk.errors import ConfigError, Problem
 from clerk.fileops.types import OpResult
@@ -92,6 +92,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.intake: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.settler = Settler()
+        self.flood = FloodGauge()
+        self._holding = False  # a flood is on: complete files wait (see FloodGauge)
         self.watchers = Watchers(self.intake)
         self.ruleset: RuleSet | None = None
         self.engine: Engine | None = None
@@ -220,7 +222,18 @@ class Daemon:
         if now >= self._next_health:
             self._next_health = now + HEALTH_INTERVAL
             self.check_health()
-        if self._reconcile_now or now >= self._next_reconcile:
+        holding = self.flood.holding(now)
+        if holding != self._holding:
+            self._holding = holding
+            if holding:
+                # the watch threads read less often too (see watch.BUSY_PAUSE): each
+                # read wakes a thread, and waking one per event slows the writer down
+                self.watchers.worker_idle.clear()
+                log.info("a flood of events: complete files wait until it ends")
+            else:
+                self.watchers.worker_idle.set()
+                log.info("the flood is over: %d file(s) waiting to settle", len(self.settler))
+        if not holding and (self._reconcile_now or now >= self._next_reconcile):
             reason = self._reconcile_now or "interval"
             self._reconcile_now = None
             self.reconcile(reason)
@@ -231,7 +244,7 @@ class Daemon:
         if self._trust_opens_at is not None and now >= self._trust_opens_at:
             self._trust_opens_at = None
             self.settler.trust_opens()
-        if not self.paused:
+        if not self.paused and not holding:
             ready = self.settler.due(time.monotonic())
             if ready:
                 self.process_ready(ready)
@@ -240,13 +253,17 @@ class Daemon:
 
     def _wait_and_drain(self) -> None:
         now = time.monotonic()
-        wake_at = min(self._next_reconcile, self._next_health + 0.01, now + MAX_WAIT)
-        deadline = self.settler.next_deadline()
-        if deadline is not None and not self.paused:
-            wake_at = min(wake_at, deadline)
-        due = self._next_due()
-        if due is not None and not self.paused:
-            wake_at = min(wake_at, due)
+        if self._holding:
+            # a flood: complete files, looks again and reconciles wait for its end
+            wake_at = min(self.flood.next_look(), self._next_health + 0.01, now + MAX_WAIT)
+        else:
+            wake_at = min(self._next_reconcile, self._next_health + 0.01, now + MAX_WAIT)
+            deadline = self.settler.next_deadline()
+            if deadline is not None and not self.paused:
+                wake_at = min(wake_at, deadline)
+            due = self._next_due()
+            if due is not None and not self.paused:
+                wake_at = min(wake_at, due)
         if self._ping_every:
             wake_at = min(wake_at, self._next_ping)
         try:
@@ -265,9 +282,11 @@ class Daemon:
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, FsEvent):
+            self.flood.saw()
             self.on_fs_event(item)
         elif isinstance(item, Overflow):
             self.overflows += 1
+            self.flood.overflowed(time.monotonic())
             self.settler.events_lost()
             self._reconcile_now = "overflow"
             self.record_error("watch", "inotify queue overflowed: events lost; reconciling")
@@ -349,6 +368,8 @@ class Daemon:
             self.settler.closed_after_write(path, root, "modified", now)
         elif kind == "new":  # made here: its creator has it open until its close
             self.settler.created_open(path, root, now)
+        elif kind == "new_closed":  # made here, and its writer is done already
+            self.settler.created_closed(path, root, now)
         elif kind in ("created", "moved", "modified") or (
             kind == "attrib" and path in self.settler  # mtime set after the last write
         ):
@@ -387,37 +408,62 @@ class Daemon:
     def process_ready(self, ready: list[Ready]) -> None:
         assert self.ruleset is not None
         by_trigger: dict[str, list[Candidate]] = {}
+        roots = self.ruleset.roots
         for item in ready:
             if item.root.name in self.unavailable:
                 continue
-            candidate = candidate_for(item.path, self.ruleset.roots)
+            st = item.st
+            located = roots.locate(item.path) if st is not None else None
+            if st is not None and located is not None and not located[0].follow_symlinks:
+                # the settler's lstat just now found it complete: no second look
+                candidate: Candidate | None = Candidate(located[0], item.path, located[1], st)
+            else:
+                candidate = candidate_for(item.path, roots)
             if candidate is not None:
                 by_trigger.setdefault(item.trigger, []).append(candidate)
+        todo: dict[str, list[Candidate]] = {}
         for trigger, candidates in by_trigger.items():
-            fresh = self._not_yet_handled(candidates)
+            fresh, unknown = self._not_yet_handled(candidates)
+            if trigger == "modified" and unknown:
+                # a close whose IN_CREATE an inotify overflow dropped: a file the catalog
+                # has never seen was created, not modified (rules react to "created")
+                todo.setdefault("created", []).extend(unknown)
+                new = {id(c) for c in unknown}
+                fresh = [c for c in fresh if id(c) not in new]
+            todo.setdefault(trigger, []).extend(fresh)
+        for trigger, fresh in todo.items():
             if fresh:
                 self.run_rules(fresh, trigger)
 
-    def _not_yet_handled(self, candidates: list[Candidate]) -> list[Candidate]:
+    def _not_yet_handled(
+        self, candidates: list[Candidate]
+    ) -> tuple[list[Candidate], list[Candidate]]:
         """Drop files the catalog already knows exactly as they are (handled before: an
-        event that arrived after a reconcile, or a restart after a crash)."""
+        event that arrived after a reconcile, or a restart after a crash). Returns the
+        others, and those of them the catalog has no row for."""
         assert self.engine is not None and self.engine.catalog is not None
         by_root: dict[str, list[Candidate]] = {}
         for c in candidates:
             by_root.setdefault(c.root.name, []).append(c)
-        fresh = []
+        fresh: list[Candidate] = []
+        unknown: list[Candidate] = []
         for root_name, group in by_root.items():
             rows = self.engine.catalog.rows_for(root_name, [c.relpath for c in group])
             unfinished = inflight(self.app.store, root_name)
             for c in group:
-                row = None if c.relpath in unfinished else rows.get(c.relpath)
+                row = rows.get(c.relpath)
                 st = c.st
-                if row is not None and (row.dev, row.inode, row.size, row.mtime_ns) == (
-                    st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-                ):  # fmt: skip
+                if (
+                    row is not None
+                    and c.relpath not in unfinished
+                    and (row.dev, row.inode, row.size, row.mtime_ns)
+                    == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                ):
                     continue
                 fresh.append(c)
-        return fresh
+                if row is None:
+                    unknown.append(c)
+        return fresh, unknown
 
     def run_rules(
         self,
@@ -465,6 +511,10 @@ class Daemon:
         # the engine's clock for age filters and `after:` (it is made once per rule load)
         self.engine.facts.now = datetime.now().astimezone()
         try:
+            # this batch's moves out of a root need not come back as events, and the
+            # watch threads read what is new after the batch (see watch.BUSY_PAUSE)
+            self.watchers.leaving.expect(c.path for c in batch)
+            self.watchers.worker_idle.clear()
             if tracked:
                 mark_inflight(self.app.store, batch, trigger, time.time())
             summary = self.engine.process(batch, trigger, seen_ids=seen_ids, rule_names=rule_names)
@@ -478,6 +528,8 @@ class Daemon:
             totals.errors.append(f"{type(exc).__name__}: {exc}")
             return True
         finally:
+            if not self._holding:
+                self.watchers.worker_idle.set()
             # A daemon run never ends and inode numbers are reused: each batch is a run.
             self.engine.reset_run()
             self._set_state()

@@ -33,14 +33,14 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from watchdog import events as ev
 from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver, EventQueue, ObservedWatch
 from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
-from watchdog.observers.inotify_c import InotifyEvent, InotifyFD, WatchDescriptor
+from watchdog.observers.inotify_c import InotifyEvent, InotifyFD, Mask, WatchDescriptor
 from watchdog.observers.inotify_move_event_grouper import (
     GroupedInotifyEvent,
     InotifyMoveEventGrouper,
@@ -64,6 +64,11 @@ MOVE_PAIRING_DELAY = 0.05
 # at once.
 BURST_EVENTS = 64
 BURST_PAUSE = 0.01
+# While the worker is busy with a batch, the readers leave the kernel's queue alone (up
+# to this long at a time): what they would read waits for the batch's end anyway, and
+# each read would wake a thread that takes the interpreter lock from the worker between
+# two of its moves (the worker's own moves make events, so every move would).
+BUSY_PAUSE = 0.05
 READ_SIZE = 1 << 18  # bytes per read()
 
 # the events the daemon acts on; watchdog builds the inotify mask from them (plus
@@ -77,6 +82,84 @@ INOTIFY_EVENTS: list[type[ev.FileSystemEvent]] = [
     ev.DirMovedEvent,
     ev.DirDeletedEvent,
 ]
+
+
+# inotify event bits (linux/inotify.h)
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_Q_OVERFLOW = 0x00004000
+IN_ISDIR = 0x40000000
+
+RawEvent = tuple[int, int, int, bytes]  # wd, mask, cookie, name: as the kernel wrote it
+
+
+class Leaving:
+    """Names of the files the daemon is moving right now (this batch and the one before).
+
+    Their IN_MOVED_FROM out of a root is the daemon's own doing: `fold_events` drops it
+    before watchdog builds an event from it. Written by the worker, read by the readers;
+    each generation is a new set, swapped in whole.
+    """
+
+    def __init__(self) -> None:
+        self._current: frozenset[bytes] = frozenset()
+        self._previous: frozenset[bytes] = frozenset()
+
+    def expect(self, paths: Iterable[str]) -> None:
+        names = frozenset(os.fsencode(p[p.rfind("/") + 1 :]) for p in paths)
+        self._previous, self._current = self._current, names
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._current or name in self._previous
+
+
+def fold_events(raw: Sequence[RawEvent], leaving: Leaving | None = None) -> list[RawEvent]:
+    """What a burst makes per file, folded into fewer events before watchdog sees them.
+
+    watchdog spends tens of microseconds of Python per event, and a file written into a
+    root makes three: IN_CREATE, IN_CLOSE_WRITE, and IN_MOVED_FROM when the daemon moves
+    it out. Within one read:
+    - a file's IN_CREATE followed by its IN_CLOSE_WRITE, with no other event for that
+      name between, becomes one event with both bits, at the close's place (the file was
+      made here and its writer is done: what the two events say in turn);
+    - an IN_MOVED_FROM of a file the daemon is moving (`leaving`), whose IN_MOVED_TO is
+      not in this read and which is not the read's last event (its other half could be
+      in the next read), is dropped: it would only tell the daemon to forget a file it
+      has just handled.
+    Directories and events of the watched directory itself pass untouched (watchdog
+    keeps its watches by them).
+    """
+    moved_to = {cookie for _, mask, cookie, _ in raw if mask & IN_MOVED_TO}
+    out: list[RawEvent | None] = []
+    created: dict[tuple[int, bytes], int] = {}
+    last = len(raw) - 1
+    for index, event in enumerate(raw):
+        wd, mask, cookie, name = event
+        if mask & IN_ISDIR or not name:
+            out.append(event)
+            continue
+        key = (wd, name)
+        if mask & IN_CREATE:
+            created[key] = len(out)
+            out.append(event)
+            continue
+        made_at = created.pop(key, None)
+        if mask & IN_CLOSE_WRITE and made_at is not None:
+            out[made_at] = None
+            out.append((wd, mask | IN_CREATE, cookie, name))
+        elif (
+            mask & IN_MOVED_FROM
+            and leaving is not None
+            and index != last
+            and cookie not in moved_to
+            and name in leaving
+        ):
+            continue
+        else:
+            out.append(event)
+    return [event for event in out if event is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +354,8 @@ class _Emitter(InotifyEmitter):
             return
         inotify, path = event.ev, os.fsdecode(event.path)
         is_dir = inotify.is_directory
-        if inotify.is_close_write:
-            self.intake.put(FsEvent("closed", path))
+        if inotify.is_close_write:  # with IN_CREATE too: made here, and already closed
+            self.intake.put(FsEvent("new_closed" if inotify.is_create else "closed", path))
         elif inotify.is_create:
             self.intake.put(FsEvent("created" if is_dir else "new", path, is_dir=is_dir))
         elif inotify.is_moved_to:  # from outside the root: complete, it was renamed here
@@ -284,25 +367,40 @@ class _Emitter(InotifyEmitter):
 
 
 class _InotifyFD(InotifyFD):
-    """watchdog's inotify reader, pausing between the reads of a burst (BURST_EVENTS)."""
+    """watchdog's inotify reader, pausing between the reads of a burst (BURST_EVENTS) and
+    folding each read's events (`fold_events`) before they become watchdog events."""
 
-    def __init__(self) -> None:
+    def __init__(self, leaving: Leaving | None = None, idle: threading.Event | None = None) -> None:
         super().__init__()
         self._burst = False
+        self._leaving = leaving
+        self._idle = idle  # set while the worker is not in a batch
 
     def read_events(self, *, event_buffer_size: int = READ_SIZE) -> list[InotifyEvent]:
         if self._burst:
             self.stopped_event.wait(BURST_PAUSE)  # stop() ends the pause
-        events = super().read_events(event_buffer_size=event_buffer_size)
-        self._burst = len(events) >= BURST_EVENTS
-        return events
+        if self._idle is not None and not self._idle.is_set():
+            self._idle.wait(BUSY_PAUSE)
+        # watchdog's read_events, with the fold between parsing and building events
+        raw = list(InotifyFD._parse_event_buffer(self._read_event_buffer(event_buffer_size)))
+        self._burst = len(raw) >= BURST_EVENTS
+        return [
+            InotifyEvent(WatchDescriptor(wd), Mask(mask), cookie, name)
+            for wd, mask, cookie, name in fold_events(raw, self._leaving)
+            if wd != -1 or mask & IN_Q_OVERFLOW  # IN_Q_OVERFLOW comes with wd -1
+        ]
 
 
 class _Observer(BaseObserver):
     """watchdog's InotifyObserver (one inotify instance per observer), with `_Emitter`."""
 
-    def __init__(self, intake: queue.SimpleQueue[Any]) -> None:
-        self.inotify_fd = _InotifyFD()
+    def __init__(
+        self,
+        intake: queue.SimpleQueue[Any],
+        leaving: Leaving | None = None,
+        idle: threading.Event | None = None,
+    ) -> None:
+        self.inotify_fd = _InotifyFD(leaving, idle)
         self.inotify_fd.start()
         super().__init__(
             _Emitter, timeout=DEFAULT_OBSERVER_TIMEOUT, inotify_fd=self.inotify_fd, intake=intake
@@ -347,6 +445,10 @@ class Watchers:
 
     def __init__(self, intake: queue.SimpleQueue[Any]):
         self.intake = intake
+        self.leaving = Leaving()  # the worker says what it is moving (see fold_events)
+        # cleared by the worker while it works a batch (see BUSY_PAUSE)
+        self.worker_idle = threading.Event()
+        self.worker_idle.set()
         self.observers: dict[str, BaseObserver] = {}
         self.roots: dict[str, Root] = {}
         self.errors: dict[str, str] = {}
@@ -365,7 +467,7 @@ class Watchers:
                 handler: ev.FileSystemEventHandler = _Enqueue(self.intake)
                 events = None
             else:
-                observer = _Observer(self.intake)
+                observer = _Observer(self.intake, self.leaving, self.worker_idle)
                 handler, events = ev.FileSystemEventHandler(), INOTIFY_EVENTS  # _Emitter feeds
         except OSError as exc:  # EMFILE: fs.inotify.max_user_instances reached
             return self._failed(root, exc, None)

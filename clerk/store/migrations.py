@@ -179,3 +179,12 @@ def m003_schedules(db: Database) -> None:
         {"root": str, "relpath": str, "trigger": str, "since": float},
         pk=("root", "relpath"),
     )
+
+
+@migrations()
+def m004_pending_ops_index(db: Database) -> None:
+    # Only pending ops are ever looked up by state (recovery, `clerk db stats`). An index
+    # of every op's state cost two entries per journaled op (pending removed, done
+    # added); one of only the pending ops stays as small as a batch.
+    db.execute("DROP INDEX IF EXISTS idx_ops_state")
+    db.execute("CREATE INDEX idx_ops_pending ON ops(id) WHERE state = 'pending'")
