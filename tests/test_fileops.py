@@ -424,3 +424,19 @@ def test_history_by_file_id(env):
     assert result.file_id == 7 and result.rule == "r1"
     [row] = history(env.db, file_id=7)
     assert row["id"] == result.op_id and row["rule"] == "r1"
+
+
+def test_a_source_gone_between_planning_and_acting_is_skipped_not_failed(env):
+    # what a walk saw and someone else moved away before the move (another scan of the
+    # same root): nothing is lost, and it is not clerk's failure
+    src = env.file("walked.txt")
+    seen = os.lstat(src)
+    os.rename(src, env.path("elsewhere.txt"))
+    (result,) = env.ops().execute(
+        [OpRequest("move", src, env.path("out/walked.txt"), source_stat=seen)]
+    )
+    assert result.status == "skipped"
+    assert "gone since it was seen" in (result.note or "")
+    assert os.path.exists(env.path("elsewhere.txt")) and not os.path.exists(
+        env.path("out/walked.txt")
+    )

@@ -153,7 +153,11 @@ class Performer:
                 if exc.errno == errno.EXDEV:
                     self._transfer(op, remove_source=True)
                     return
-                if exc.errno != errno.ENOENT or retried or not os.path.lexists(op.src):
+                if exc.errno == errno.ENOENT and not os.path.lexists(op.src):
+                    # someone else moved or deleted it since it was seen (another scan
+                    # of the same root, a user): not clerk's failure, and nothing lost
+                    raise OpSkipped(f"the source is gone since it was seen: {op.src}") from None
+                if exc.errno != errno.ENOENT or retried:
                     raise
                 # the destination directory vanished since we cached it: recreate once
                 self._known_dirs.discard(os.path.dirname(op.dst))
