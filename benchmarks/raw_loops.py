@@ -85,21 +85,20 @@ def sort_tree(
 # Its imports are made inside the functions below, so `ext` and `mime` do not pay for them.
 
 BATCH = 500  # clerk's default `journal_batch`: files walked per journaled round
-ID_BLOCK = 4096  # catalog ids reserved per commit, as clerk.store.catalog.ID_BLOCK
 INBOX_ROOT, OUT_ROOT = "inbox", "out"  # the root names of bench_scan.py's clerk rules
 ON_CONFLICT = "rename"  # what clerk journals for a move without `on_conflict`
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1
-# clerk.store.catalog's upsert statement (tests/test_benchmarks_smoke.py keeps them equal)
-CATALOG_COLUMNS = ("root", "relpath", "size", "mtime_ns", "dev", "inode", "mime", "hash",
-                   "tags", "attrs", "state")  # fmt: skip
-CATALOG_HEAD = f"INSERT INTO files (id, {', '.join(CATALOG_COLUMNS)}, first_seen, last_seen)"
-CATALOG_TAIL = (
-    "ON CONFLICT(id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in (*CATALOG_COLUMNS, "last_seen"))
-    + " ON CONFLICT DO NOTHING"
-)
-RESERVE_IDS = "UPDATE sequences SET next = next + ? WHERE name = 'files' RETURNING next - ?"
+
+
+def catalog_sql() -> tuple[str, str, str, int]:
+    """clerk's own catalog statements (upsert head and tail, id reservation) and id
+    block: imported when the journaled floor runs, so the other floors do not pay for
+    importing clerk."""
+    from clerk.store.catalog import ID_BLOCK, RESERVE_IDS, UPSERT_HEAD, UPSERT_TAIL
+
+    return UPSERT_HEAD, UPSERT_TAIL, RESERVE_IDS, ID_BLOCK
+
 
 # a walked file: (path, relpath in the tree, lstat result, category or None)
 Entry = tuple[str, str, os.stat_result, str | None]
@@ -164,10 +163,10 @@ class FileIds:
         self._ahead = writer.submit(_reserve_block)
 
     def take(self, count: int) -> int:
-        """`count` (at most ID_BLOCK) consecutive ids; returns the first."""
+        """`count` (at most one id block) consecutive ids; returns the first."""
         if self._next + count > self._end:
             first = int(self._ahead.result())
-            self._next, self._end = first, first + ID_BLOCK
+            self._next, self._end = first, first + catalog_sql()[3]
             self._ahead = self._writer.submit(_reserve_block)
         first = self._next
         self._next += count
@@ -175,7 +174,8 @@ class FileIds:
 
 
 def _reserve_block(conn: sqlite3.Connection) -> int:
-    (first,) = conn.execute(RESERVE_IDS, (ID_BLOCK, ID_BLOCK)).fetchone()
+    _, _, reserve, block = catalog_sql()
+    (first,) = conn.execute(reserve, (block, block)).fetchone()
     return int(first)
 
 
@@ -296,7 +296,8 @@ class Round:
             for number, err in errors.items()
         ]
         finish_ops(conn, failed)
-        execute_rows(conn, CATALOG_HEAD, self._catalog_rows(errors, now), tail=CATALOG_TAIL)
+        head, tail, _, _ = catalog_sql()
+        execute_rows(conn, head, self._catalog_rows(errors, now), tail=tail)
 
     def _catalog_rows(self, errors: dict[int, int], now: float) -> list[tuple[Any, ...]]:
         """Every walked file at the place it ended up, as clerk catalogs first-seen files."""

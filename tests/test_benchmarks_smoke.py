@@ -178,9 +178,11 @@ def test_journaled_floor_writes_catalog_rows_as_clerk_does() -> None:
     from clerk.store import catalog
 
     raw_loops = load("raw_loops")
-    assert raw_loops.CATALOG_HEAD == catalog._UPSERT_HEAD
-    assert raw_loops.CATALOG_TAIL == catalog._UPSERT_TAIL
-    assert raw_loops.ID_BLOCK == catalog.ID_BLOCK
+    head, tail, reserve, block = raw_loops.catalog_sql()
+    assert head == catalog.UPSERT_HEAD
+    assert tail == catalog.UPSERT_TAIL
+    assert reserve == catalog.RESERVE_IDS
+    assert block == catalog.ID_BLOCK
     assert Settings().journal_batch == raw_loops.BATCH
 
 

@@ -28,12 +28,14 @@ _CHUNK = 500  # keeps every IN (...) well under SQLite's variable limit
 ID_BLOCK = 4096  # file ids reserved per commit
 _WRITTEN = ("root", "relpath", "size", "mtime_ns", "dev", "inode", "mime", "hash", "tags", "attrs",
             "state")  # fmt: skip
-_UPSERT_HEAD = f"INSERT INTO files (id, {', '.join(_WRITTEN)}, first_seen, last_seen)"
-_UPSERT_TAIL = (
+UPSERT_HEAD = f"INSERT INTO files (id, {', '.join(_WRITTEN)}, first_seen, last_seen)"
+UPSERT_TAIL = (
     "ON CONFLICT(id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*_WRITTEN, "last_seen"))
     + " ON CONFLICT DO NOTHING"
 )
+# the first of a block of file ids, taken from `sequences` (see reserve_ids)
+RESERVE_IDS = "UPDATE sequences SET next = next + ? WHERE name = 'files' RETURNING next - ?"
 # rows (root, relpath, id): whoever else holds one of these places gives it up
 _RELEASE_HEAD = "UPDATE files SET relpath = NULL, state = 'gone' FROM ("
 _RELEASE_TAIL = (
@@ -190,10 +192,7 @@ class Catalog:
         if self._next_id + count > self._block_end:
             block = max(count, ID_BLOCK)
             with write_txn(self.db) as conn:
-                (first,) = conn.execute(
-                    "UPDATE sequences SET next = next + ? WHERE name = 'files' RETURNING next - ?",
-                    (block, block),
-                ).fetchone()
+                (first,) = conn.execute(RESERVE_IDS, (block, block)).fetchone()
             self._next_id, self._block_end = int(first), int(first) + block
         first = self._next_id
         self._next_id += count
@@ -223,7 +222,7 @@ class Catalog:
         conn = self.db.conn
         places = [(v[1], v[2], v[0]) for v in values if v[2] is not None]
         execute_rows(conn, _RELEASE_HEAD, places, tail=_RELEASE_TAIL)
-        execute_rows(conn, _UPSERT_HEAD, values, tail=_UPSERT_TAIL)
+        execute_rows(conn, UPSERT_HEAD, values, tail=UPSERT_TAIL)
 
     def insert_new(self, rows: Sequence[CatalogRow], now: float | None = None) -> None:
         """Catalogue first-seen files (see `upsert`)."""
