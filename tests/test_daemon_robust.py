@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlite_utils
-from test_daemon_support import files_under, running_daemon, wait_until, write_config
+from test_daemon_support import (
+    DaemonProcess,
+    files_under,
+    running_daemon,
+    wait_until,
+    write_config,
+)
 
 from clerk.daemon.control import request
 
@@ -183,3 +193,45 @@ def test_files_whose_create_an_overflow_dropped_are_still_organized(
             assert daemon.wait() == 0
     finally:
         QUEUE_LIMIT.write_text(old)
+
+
+def _full_datagram_socket(directory: str) -> tuple[socket.socket, list[socket.socket]]:
+    """A bound datagram socket nobody reads, its queue filled: every send to it blocks."""
+    path = os.path.join(directory, "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    senders: list[socket.socket] = []
+    while True:  # one sender's own buffer fills before the receiver's queue: use several
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        senders.append(sender)
+        sent = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sender.sendto(b"STATUS=filler", socket.MSG_DONTWAIT, path)
+                sent += 1
+        if sent == 0:  # a fresh socket could not send: the receiver's queue is full
+            return receiver, senders
+
+
+def test_a_notify_socket_nobody_reads_does_not_stall_the_daemon(
+    dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # systemd reads its socket at once; a receiver that does not must not stop the daemon
+    # (its sends blocked forever once the socket's queue was full)
+    inbox, archive = dirs
+    directory = tempfile.mkdtemp(prefix="clerk-notify-")  # sun_path is short
+    receiver, senders = _full_datagram_socket(directory)
+    env = {**os.environ, "NOTIFY_SOCKET": os.path.join(directory, "notify.sock")}
+    daemon = DaemonProcess(tmp_path / "daemon.log", env).start()
+    try:
+        names = [f"n{i}.txt" for i in range(5)]
+        for name in names:
+            (inbox / name).write_text("x")
+        wait_until(lambda: files_under(archive) == names, timeout=60, what="the files organized")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0, daemon.log()
+    finally:
+        daemon.kill()
+        for sock in (receiver, *senders):
+            sock.close()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -12,6 +12,11 @@ import os
 import socket
 import time
 
+# How long a state change (READY, RELOADING, STOPPING, WATCHDOG) may wait for room in
+# the socket's buffer. systemd reads at once; a receiver that does not read must not
+# stall the daemon's work (a blocking send did, forever, once the buffer was full).
+SEND_TIMEOUT = 0.5
+
 log = logging.getLogger("clerk.daemon.notify")
 
 
@@ -27,16 +32,19 @@ class Notifier:
             address = "\0" + address[1:]
         self._address = address
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._sock.settimeout(SEND_TIMEOUT)
 
     @property
     def enabled(self) -> bool:
         return self._sock is not None
 
-    def send(self, *lines: str) -> bool:
+    def send(self, *lines: str, wait: bool = True) -> bool:
+        """Send one datagram; `wait=False` (STATUS lines) drops it when the buffer is full."""
         if self._sock is None:
             return False
         try:
-            self._sock.sendto("\n".join(lines).encode("utf-8"), self._address)
+            data = "\n".join(lines).encode("utf-8")
+            self._sock.sendto(data, 0 if wait else socket.MSG_DONTWAIT, self._address)
         except OSError as exc:  # systemd gone or socket full: never fatal for the daemon
             log.debug("sd_notify failed: %s", exc)
             return False
@@ -46,7 +54,7 @@ class Notifier:
         return self.send("READY=1", f"STATUS={status}")
 
     def status(self, status: str) -> bool:
-        return self.send(f"STATUS={status}")
+        return self.send(f"STATUS={status}", wait=False)
 
     def reloading(self) -> bool:
         # Type=notify-reload wants the monotonic time of the reload request
