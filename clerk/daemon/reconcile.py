@@ -78,10 +78,11 @@ def root_device(root: Root) -> int | None:
 
 # --- files in flight ---------------------------------------------------------------------
 # A catalog row whose identity matches the file normally means "handled": the daemon
-# skips such files. To not depend on when exactly the engine writes its rows (it wrote
-# them before acting in an earlier version), each batch is listed here first (one
-# commit) and removed when the engine is done (another); what a crash or a failed batch
-# leaves is handled again.
+# skips such files. The engine writes a batch's rows only after its ops are done, so a
+# crash before that leaves the files unknown or changed to the catalog: handled again.
+# Files the daemon must look at again although the catalog knows them as they are (an
+# `after:` wait, a file a rule moved into another root) are listed here, so a restart's
+# reconcile looks at them again; each leaves the list when a batch has handled it.
 
 
 def mark_inflight(db: Database, batch: list[Candidate], trigger: str, now: float) -> None:

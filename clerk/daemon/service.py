@@ -130,6 +130,7 @@ class Daemon:
         self._due_at: dict[str, float] = {}
         self._due_seq = itertools.count()
         self._hops: dict[tuple[int, int], tuple[int, float]] = {}  # -> (hops, first hop)
+        self._marked: set[tuple[str, str]] = set()  # (root, relpath) listed in flight
         self.hop_limited = 0
         self._chain_roots: set[str] = set()
         self.runs = DaemonRuns(app)
@@ -515,11 +516,9 @@ class Daemon:
             # watch threads read what is new after the batch (see watch.BUSY_PAUSE)
             self.watchers.leaving.expect(c.path for c in batch)
             self.watchers.worker_idle.clear()
-            if tracked:
-                mark_inflight(self.app.store, batch, trigger, time.time())
             summary = self.engine.process(batch, trigger, seen_ids=seen_ids, rule_names=rule_names)
             if tracked:
-                clear_inflight(self.app.store, batch)
+                self._unmark(batch)
                 self._wait_for_after(batch, trigger, summary)
         except Exception as exc:  # the store or a plugin blew up: report, keep serving
             log.exception("processing %d file(s) failed", len(batch))
@@ -613,7 +612,7 @@ class Daemon:
                 self._look_again(candidate.path, trigger, now + min(waits) + AFTER_SLACK)
                 waiting.append(candidate)
         if waiting:
-            mark_inflight(self.app.store, waiting, trigger, now_wall)
+            self._mark(waiting, trigger, now_wall)
 
     def _follow_chain(self, outcome: FileOutcome) -> None:
         """A rule moved a file into another watched root: that root's rules see it arrive
@@ -650,8 +649,19 @@ class Daemon:
         if candidate is None:
             return
         # listed in flight: a crash before the next step does not lose it (reconcile)
-        mark_inflight(self.app.store, [candidate], "moved", time.time())
+        self._mark([candidate], "moved", time.time())
         self._look_again(dst, "moved", time.monotonic())
+
+    def _mark(self, candidates: list[Candidate], trigger: str, now_wall: float) -> None:
+        """List files in flight (see clerk.daemon.reconcile) until a batch handles them."""
+        mark_inflight(self.app.store, candidates, trigger, now_wall)
+        self._marked.update((c.root.name, c.relpath) for c in candidates)
+
+    def _unmark(self, batch: list[Candidate]) -> None:
+        done = [c for c in batch if (c.root.name, c.relpath) in self._marked]
+        if done:
+            clear_inflight(self.app.store, done)
+            self._marked.difference_update((c.root.name, c.relpath) for c in done)
 
     def _count_hop(self, identity: tuple[int, int]) -> int:
         now = time.monotonic()
@@ -752,6 +762,8 @@ class Daemon:
                 assert self.engine.catalog is not None
                 self.engine.catalog.mark_gone(root.name, seen)
             drop_inflight(self.app.store, root.name, before=walk_started)
+            self._marked = {k for k in self._marked if k[0] != root.name}
+            self._marked.update((root.name, p) for p in inflight(self.app.store, root.name))
         others = sum(len(v) for k, v in todo.items() if k != "created")
         return [len(todo["created"]), others, deferred]
 
