@@ -12,6 +12,7 @@ write happens on the thread that calls `Daemon.run()` (the main thread).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import gc
 import heapq
@@ -58,6 +59,7 @@ STATUS_EVERY = 1.0  # seconds between READY status lines after batches
 HEALTH_INTERVAL = 1.0  # seconds between watcher / root availability checks
 MAX_WAIT = 2.0  # the loop wakes at least this often (cheap: no busy polling)
 DRAIN_LIMIT = 2000  # intake items handled between two looks at what is ready
+BACKLOG = 100  # ready files or queued events from which catalog rows are written behind
 PLACED_TTL = 120.0  # how long events at a destination we placed are ours
 LAST_ERRORS = 20
 OVERFLOW_BACKLOG = 3.0  # seconds after the overflow's reconcile before opens count again
@@ -131,6 +133,10 @@ class Daemon:
         self._due_seq = itertools.count()
         self._hops: dict[tuple[int, int], tuple[int, float]] = {}  # -> (hops, first hop)
         self._marked: set[tuple[str, str]] = set()  # (root, relpath) listed in flight
+        # While a backlog lasts, catalog rows go to one writer thread (Engine.writing_behind)
+        # across batches; `_recent` holds the paths whose rows may still be on their way.
+        self._behind: contextlib.ExitStack | None = None
+        self._recent: set[str] = set()
         self.hop_limited = 0
         self._chain_roots: set[str] = set()
         self.runs = DaemonRuns(app)
@@ -157,6 +163,7 @@ class Daemon:
         return [p for p in problems if p.severity != "error"]
 
     def _use(self, ruleset: RuleSet) -> None:
+        self._write_now()
         self.ruleset = ruleset
         self.engine = self.app.engine(ruleset, keep_outcomes=True)
         self.runs.use(ruleset)
@@ -248,9 +255,33 @@ class Daemon:
         if not self.paused and not holding:
             ready = self.settler.due(time.monotonic())
             if ready:
+                if len(ready) >= BACKLOG or self.intake.qsize() >= BACKLOG:
+                    self._write_behind()
                 self.process_ready(ready)
+            elif self.intake.empty():
+                self._write_now()
             self._process_due(time.monotonic())
+        elif holding:
+            self._write_now()
         self._ping()
+
+    def _write_behind(self) -> None:
+        """A backlog: each batch's catalog rows are written while the next is planned."""
+        if self._behind is None and self.engine is not None:
+            self._behind = contextlib.ExitStack()
+            self._behind.enter_context(self.engine.writing_behind())
+
+    def _write_now(self) -> None:
+        """The backlog is worked off: write what is left; rows are written at once again."""
+        behind, self._behind = self._behind, None
+        self._recent = set()
+        if behind is None:
+            return
+        try:
+            behind.close()
+        except Exception as exc:  # the last catalog write failed: the next walk redoes it
+            log.exception("writing the catalog failed")
+            self.record_error("process", f"catalog: {type(exc).__name__}: {exc}")
 
     def _wait_and_drain(self) -> None:
         now = time.monotonic()
@@ -319,6 +350,7 @@ class Daemon:
     def _shutdown(self) -> None:
         self.state = STOPPING
         self.notifier.stopping()
+        self._write_now()
         log.info("stopping (%d path(s) still settling; reconcile picks them up)", len(self.settler))
         for path, entry in list(self.settler.pending.items())[:10]:
             log.info("still settling: %s (%s, open: %s, closed: %s)", path, entry.trigger,
@@ -448,6 +480,8 @@ class Daemon:
             by_root.setdefault(c.root.name, []).append(c)
         fresh: list[Candidate] = []
         unknown: list[Candidate] = []
+        if self._recent and any(c.path in self._recent for c in candidates):
+            self._write_now()  # a file met again while its row may be on its way: wait
         for root_name, group in by_root.items():
             rows = self.engine.catalog.rows_for(root_name, [c.relpath for c in group])
             unfinished = inflight(self.app.store, root_name)
@@ -517,6 +551,9 @@ class Daemon:
             self.watchers.leaving.expect(c.path for c in batch)
             self.watchers.worker_idle.clear()
             summary = self.engine.process(batch, trigger, seen_ids=seen_ids, rule_names=rule_names)
+            if self._behind is not None:
+                self._recent = {c.path for c in batch}
+                self._recent.update(r.dst for o in summary.outcomes for r in o.ops if r.dst)
             if tracked:
                 self._unmark(batch)
                 self._wait_for_after(batch, trigger, summary)
@@ -715,6 +752,7 @@ class Daemon:
     def reconcile(self, reason: str) -> None:
         """Walk every watched root and handle what is new or changed since the catalog."""
         assert self.ruleset is not None and self.engine is not None
+        self._write_now()  # the walk compares with the catalog: all of it
         started = time.monotonic()
         totals = [0, 0, 0]
         for root in self.watched_roots():
@@ -843,6 +881,7 @@ class Daemon:
             if self.schedules is not None and WORKFLOW_PREFIX + workflow in self.schedules.jobs:
                 return self.start_workflow(workflow, why)
             return {"ok": False, "error": f"no lifecycle job or scheduled workflow named {name!r}"}
+        self._write_now()  # a sweep reads the catalog: all of it
         started = time.time()
         totals = Totals()
         for root_name in rule.roots:
