@@ -62,7 +62,7 @@ MOVE_PAIRING_DELAY = 0.05
 # one takes many events at once (fewer reads, fewer thread wake-ups per event) instead
 # of a few each time the kernel wakes the reader. Files arriving one at a time are read
 # at once.
-BURST_EVENTS = 64
+BURST_BYTES = 64 * 32  # about 64 events
 BURST_PAUSE = 0.01
 # While the worker is busy with a batch, the readers leave the kernel's queue alone (up
 # to this long at a time): what they would read waits for the batch's end anyway, and
@@ -367,23 +367,64 @@ class _Emitter(InotifyEmitter):
 
 
 class _InotifyFD(InotifyFD):
-    """watchdog's inotify reader, pausing between the reads of a burst (BURST_EVENTS) and
-    folding each read's events (`fold_events`) before they become watchdog events."""
+    """watchdog's inotify reader, in two threads: a pump that only empties the kernel's
+    queue into memory (pausing between the reads of a burst, BURST_BYTES), and watchdog's
+    thread, which folds each read's events (`fold_events`) and builds watchdog events
+    from them when the worker is between batches (BUSY_PAUSE).
+
+    The kernel's queue holds fs.inotify.max_queued_events (16,384 by default): a second
+    of a busy writer. While parsing shared one thread with reading, a burst beside a busy
+    worker overflowed it (events lost, a reconcile walk); the pump keeps up (a read and a
+    queue put per read, nothing per event).
+    """
 
     def __init__(self, leaving: Leaving | None = None, idle: threading.Event | None = None) -> None:
         super().__init__()
-        self._burst = False
         self._leaving = leaving
         self._idle = idle  # set while the worker is not in a batch
+        self._chunks: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._pump = threading.Thread(target=self._pump_run, name="clerk-inotify", daemon=True)
+
+    def start(self) -> None:
+        self._pump.start()
+        super().start()
+
+    def _pump_run(self) -> None:
+        while True:
+            chunk = InotifyFD._read_event_buffer(self, READ_SIZE)  # b"": closed
+            self._chunks.put(chunk)
+            if not chunk:
+                return
+            if len(chunk) >= BURST_BYTES:
+                self.stopped_event.wait(BURST_PAUSE)  # stop() ends the pause
+
+    def _read_event_buffer(self, event_buffer_size: int) -> bytes:
+        """What the pump has read: everything queued, waiting for the first chunk."""
+        while True:
+            try:
+                chunk = self._chunks.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self.should_keep_running():
+                    return b""
+        chunks = [chunk]
+        while chunk:
+            try:
+                chunk = self._chunks.get_nowait()
+            except queue.Empty:
+                break
+            chunks.append(chunk)
+        if not chunk:  # closed: the next call sees the pump's end too (not in a hot loop)
+            self._chunks.put(b"")
+            if len(chunks) == 1:
+                self.stopped_event.wait(0.5)
+        return b"".join(chunks)
 
     def read_events(self, *, event_buffer_size: int = READ_SIZE) -> list[InotifyEvent]:
-        if self._burst:
-            self.stopped_event.wait(BURST_PAUSE)  # stop() ends the pause
         if self._idle is not None and not self._idle.is_set():
             self._idle.wait(BUSY_PAUSE)
         # watchdog's read_events, with the fold between parsing and building events
         raw = list(InotifyFD._parse_event_buffer(self._read_event_buffer(event_buffer_size)))
-        self._burst = len(raw) >= BURST_EVENTS
         return [
             InotifyEvent(WatchDescriptor(wd), Mask(mask), cookie, name)
             for wd, mask, cookie, name in fold_events(raw, self._leaving)
