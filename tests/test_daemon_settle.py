@@ -352,3 +352,42 @@ def test_an_overflow_is_a_flood_even_when_the_events_stop_after_it() -> None:
     assert gauge.holding(start + 0.25) and gauge.floods == 1
     assert gauge.holding(start + 0.5) and gauge.holding(start + 1.0)
     assert not gauge.holding(start + 1.25)  # calm, and the overflow is a second old
+
+
+def test_the_kernel_queue_is_emptied_while_the_worker_is_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the worker is in a batch, events are not parsed (BUSY_PAUSE); the kernel's
+    # queue must still be read, or a burst beside a long batch overflows it (events
+    # lost). More events than the queue holds arrive while the worker is "busy" for a
+    # minute: none may be lost.
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    count = limit // 2 + 2000  # a create and a close each: past the limit
+    if count > 60_000:
+        pytest.skip(f"fs.inotify.max_queued_events={limit}: too many files to overflow it")
+    monkeypatch.setattr("clerk.daemon.watch.BUSY_PAUSE", 60.0)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    intake: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    watchers = Watchers(intake)
+    watchers.worker_idle.clear()
+    watchers.start([Root("inbox", str(inbox))])
+    try:
+        for i in range(count):
+            (inbox / f"b{i:06d}.txt").write_text("x")
+        watchers.worker_idle.set()  # the batch is over: what was read is parsed now
+        closed: set[str] = set()
+        seen: list[Any] = []
+
+        def all_closed() -> bool:
+            while not intake.empty():
+                item = intake.get_nowait()
+                seen.append(item)
+                if isinstance(item, FsEvent) and item.kind in ("closed", "new_closed"):
+                    closed.add(item.path)
+            return len(closed) == count
+
+        wait_until(all_closed, timeout=60, what=f"{count} files closed")
+        assert not any(isinstance(item, Overflow) for item in seen)
+    finally:
+        watchers.close()
