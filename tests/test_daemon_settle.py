@@ -391,3 +391,15 @@ def test_the_kernel_queue_is_emptied_while_the_worker_is_busy(
         assert not any(isinstance(item, Overflow) for item in seen)
     finally:
         watchers.close()
+
+
+def test_the_daemons_gauge_holds_only_after_an_overflow() -> None:
+    # a burst goes on being handled as it comes (docs/operations.md, Floods); only lost
+    # events make complete files wait for the one walk after the flood
+    gauge = FloodGauge()
+    start = time.monotonic()
+    gauge.saw(100_000)
+    assert not gauge.holding(start + 1.0)
+    gauge.overflowed(start + 1.0)
+    gauge.saw(100_000)
+    assert gauge.holding(start + 1.5)
