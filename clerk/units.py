@@ -80,6 +80,14 @@ class Comparison:
     def test(self, actual: float) -> bool:
         return _OPERATORS[self.op](actual, self.value)
 
+    def text(self, show: Callable[[float], str]) -> str:
+        """`"> 30d"` with `show=format_duration`: the quantity the way people read it."""
+        return f"{self.op} {show(self.value)}"
+
+    def as_json(self) -> dict[str, str | float]:
+        """`{"op": ">", "value": 2592000}`: a plain number, for machines."""
+        return {"op": self.op, "value": plain_number(self.value)}
+
     def __str__(self) -> str:
         return f"{self.op} {self.value:g}"
 
@@ -97,3 +105,47 @@ def parse_comparison(
     if op == "=":
         op = "=="
     return Comparison(op, float(parse_value(m.group(2))))
+
+
+def plain_number(value: float) -> float:
+    """`2592000.0` -> `2592000` (an int when it is one), so JSON shows no `.0` or `e+06`."""
+    return int(value) if float(value).is_integer() else value
+
+
+_DURATION_STEPS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: the two largest units, `864035` -> `10d 0h`, `2592000` ->
+    `30d`, `90` -> `1m 30s`, `0.3` -> `300ms`.
+
+    The second unit is left out only when nothing is left after the first, so a rounded
+    `10d 0h` is not mistaken for exactly `10d`.
+    """
+    seconds = max(0.0, float(seconds))
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    whole = int(seconds)
+    for index, (unit, size) in enumerate(_DURATION_STEPS):
+        if whole >= size or size == 1:
+            count, rest = divmod(whole, size)
+            if rest == 0 or size == 1:
+                return f"{count}{unit}"
+            next_unit, next_size = _DURATION_STEPS[index + 1]
+            return f"{count}{unit} {rest // next_size}{next_unit}"
+    raise AssertionError("unreachable: the last step is one second")
+
+
+def format_size(size: float) -> str:
+    """A size for people, in the units rule files use: `6` -> `6 B`, `10000` -> `10 KB`,
+    `10240` -> `10 KiB`, `1234567` -> `1.23 MB`."""
+    size = max(0, int(size))
+    if size < 1000:
+        return f"{size} B"
+    for unit, base in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= base and size % base == 0:  # written in binary units: shown exactly
+            return f"{size // base} {unit}"
+    for unit, base in (("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("KB", 1000)):
+        if size >= base:
+            return f"{size / base:.3g} {unit}"
+    raise AssertionError("unreachable: sizes from 1000 up have a unit")

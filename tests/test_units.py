@@ -3,7 +3,13 @@ from __future__ import annotations
 import pytest
 
 from clerk.errors import SpecError
-from clerk.units import parse_comparison, parse_duration, parse_size
+from clerk.units import (
+    format_duration,
+    format_size,
+    parse_comparison,
+    parse_duration,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -44,3 +50,29 @@ def test_comparisons() -> None:
     assert parse_comparison("100", parse_size).test(100)  # bare value means ==
     with pytest.raises(SpecError):
         parse_comparison(">= lots", parse_size)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(864035, "10d 0h"), (2592000, "30d"), (90, "1m 30s"), (3600, "1h"), (5400, "1h 30m"),
+     (5, "5s"), (0, "0ms"), (0.3, "300ms"), (86399, "23h 59m"), (604800, "7d")],
+)  # fmt: skip
+def test_durations_for_people(seconds: float, shown: str) -> None:
+    assert format_duration(seconds) == shown
+    assert parse_duration(shown.replace(" ", "")) <= seconds  # reads back, never more
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [(6, "6 B"), (999, "999 B"), (10_000, "10 KB"), (10_240, "10 KiB"), (1_234_567, "1.23 MB"),
+     (5 * 1024**2, "5 MiB"), (10**7, "10 MB")],
+)  # fmt: skip
+def test_sizes_for_people(size: int, shown: str) -> None:
+    assert format_size(size) == shown
+
+
+def test_comparisons_shown_and_as_json() -> None:
+    age = parse_comparison("> 30d", parse_duration)
+    assert age.text(format_duration) == "> 30d"
+    assert age.as_json() == {"op": ">", "value": 2592000}
+    assert isinstance(age.as_json()["value"], int)  # no 2592000.0 / 2.592e+06 in JSON

@@ -43,11 +43,18 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class Verdict:
-    """A filter's answer: matched or not, why (for `clerk explain`), and any fields."""
+    """A filter's answer: matched or not, why (for `clerk explain`), and any fields.
+
+    `reason` is for people (`"age 10d 0h is not > 30d"`); `seen` (the file's value) and
+    `wanted` (what the filter asks for) are for machines: JSON-able values or datetimes,
+    plain numbers for quantities (`864035`, `[{"op": ">", "value": 2592000}]`).
+    """
 
     matched: bool
     reason: str = ""
     fields: dict[str, Any] = field(default_factory=dict)
+    seen: Any = None
+    wanted: Any = None
 
     def __bool__(self) -> bool:
         return self.matched

@@ -11,7 +11,14 @@ from typing import Any
 from clerk.errors import SpecError
 from clerk.plugins.api import FileInfo, Filter, Verdict
 from clerk.plugins.hookspecs import hookimpl
-from clerk.units import Comparison, parse_comparison, parse_duration, parse_size
+from clerk.units import (
+    Comparison,
+    format_duration,
+    format_size,
+    parse_comparison,
+    parse_duration,
+    parse_size,
+)
 
 
 def _strings(value: Any, what: str) -> list[str]:
@@ -97,8 +104,10 @@ class NameFilter(Filter):
         name = file.name
         for glob, pattern in zip(self.globs, self.patterns, strict=True):
             if pattern.match(name):
-                return Verdict(True, f"name matches {glob!r}")
-        return Verdict(False, f"name {name!r} matches none of {self.globs}")
+                return Verdict(True, f"name matches {glob!r}", seen=name, wanted=self.globs)
+        return Verdict(
+            False, f"name {name!r} matches none of {self.globs}", seen=name, wanted=self.globs
+        )
 
 
 def _escape_glob(text: str) -> str:
@@ -146,13 +155,16 @@ class ExtensionFilter(Filter):
     def __init__(self, value: Any):
         super().__init__(value)
         self.extensions = frozenset(e.lower().lstrip(".") for e in _strings(value, "extension"))
-        self._shown = ", ".join(sorted(self.extensions))
+        self._wanted = sorted(self.extensions)
+        self._shown = ", ".join(self._wanted)
 
     def match(self, file: FileInfo) -> Verdict:
         ext = file.ext.lower()
         if ext in self.extensions:
-            return Verdict(True, f"extension {ext!r}")
-        return Verdict(False, f"extension {ext!r} not in [{self._shown}]")
+            return Verdict(True, f"extension {ext!r}", seen=ext, wanted=self._wanted)
+        return Verdict(
+            False, f"extension {ext!r} not in [{self._shown}]", seen=ext, wanted=self._wanted
+        )
 
 
 class MimeFilter(Filter):
@@ -171,8 +183,10 @@ class MimeFilter(Filter):
         mime = file.mime
         for glob in self.globs:
             if fnmatch.fnmatchcase(mime, glob):
-                return Verdict(True, f"mime {mime} matches {glob}")
-        return Verdict(False, f"mime {mime} matches none of {self.globs}")
+                return Verdict(True, f"mime {mime} matches {glob}", seen=mime, wanted=self.globs)
+        return Verdict(
+            False, f"mime {mime} matches none of {self.globs}", seen=mime, wanted=self.globs
+        )
 
 
 def _comparisons(value: Any, what: str, parse: Callable[[str], float]) -> list[Comparison]:
@@ -188,11 +202,18 @@ class SizeFilter(Filter):
     def __init__(self, value: Any):
         super().__init__(value)
         self.comparisons = _comparisons(value, "size", parse_size)
+        self._shown = " and ".join(c.text(format_size) for c in self.comparisons)
+        self._wanted = [c.as_json() for c in self.comparisons]
 
     def match(self, file: FileInfo) -> Verdict:
-        ok = all(c.test(file.size) for c in self.comparisons)
-        wanted = " and ".join(str(c) for c in self.comparisons)
-        return Verdict(ok, f"size {file.size} {'is' if ok else 'is not'} {wanted}")
+        size = file.size
+        ok = all(c.test(size) for c in self.comparisons)
+        return Verdict(
+            ok,
+            f"size {format_size(size)} {'is' if ok else 'is not'} {self._shown}",
+            seen=size,
+            wanted=self._wanted,
+        )
 
 
 class AgeFilter(Filter):
@@ -201,12 +222,18 @@ class AgeFilter(Filter):
     def __init__(self, value: Any):
         super().__init__(value)
         self.comparisons = _comparisons(value, "age", parse_duration)
+        self._shown = " and ".join(c.text(format_duration) for c in self.comparisons)
+        self._wanted = [c.as_json() for c in self.comparisons]
 
     def match(self, file: FileInfo) -> Verdict:
         age = file.now.timestamp() - file.st.st_mtime
         ok = all(c.test(age) for c in self.comparisons)
-        wanted = " and ".join(str(c) + "s" for c in self.comparisons)
-        return Verdict(ok, f"age {age:.0f}s {'is' if ok else 'is not'} {wanted}")
+        return Verdict(
+            ok,
+            f"age {format_duration(age)} {'is' if ok else 'is not'} {self._shown}",
+            seen=round(age, 3),
+            wanted=self._wanted,
+        )
 
 
 _DATE_CMP = re.compile(r"^\s*(>=|<=|>|<|==|=)?\s*(\d{4}-\d{2}-\d{2}(?:[T ][\d:]+)?)\s*$")
@@ -232,6 +259,11 @@ class ModifiedFilter(Filter):
                 self.dates.append(("==" if op == "=" else op, when))
             else:
                 self.ages.append(parse_comparison(item, parse_duration))
+        shown = [c.text(format_duration) for c in self.ages]
+        shown += [f"{op} {when:%Y-%m-%d %H:%M}" for op, when in self.dates]
+        self._shown = " and ".join(shown)
+        self._wanted: list[dict[str, Any]] = [c.as_json() for c in self.ages]
+        self._wanted += [{"op": op, "value": when} for op, when in self.dates]
 
     def match(self, file: FileInfo) -> Verdict:
         mtime = file.mtime
@@ -239,7 +271,13 @@ class ModifiedFilter(Filter):
         ok = all(c.test(age) for c in self.ages) and all(
             Comparison(op, when.timestamp()).test(mtime.timestamp()) for op, when in self.dates
         )
-        return Verdict(ok, f"modified {mtime:%Y-%m-%d %H:%M}")
+        return Verdict(
+            ok,
+            f"modified {mtime:%Y-%m-%d %H:%M} ({format_duration(age)} ago)"
+            f" {'is' if ok else 'is not'} {self._shown}",
+            seen=mtime,
+            wanted=self._wanted,
+        )
 
 
 class PathFilter(Filter):
@@ -256,8 +294,14 @@ class PathFilter(Filter):
     def match(self, file: FileInfo) -> Verdict:
         for glob, pattern in zip(self.globs, self.patterns, strict=True):
             if pattern.match(file.relpath):
-                return Verdict(True, f"path {file.relpath!r} matches {glob!r}")
-        return Verdict(False, f"path {file.relpath!r} matches none of {self.globs}")
+                return Verdict(
+                    True, f"path {file.relpath!r} matches {glob!r}",
+                    seen=file.relpath, wanted=self.globs,
+                )  # fmt: skip
+        return Verdict(
+            False, f"path {file.relpath!r} matches none of {self.globs}",
+            seen=file.relpath, wanted=self.globs,
+        )  # fmt: skip
 
 
 class ContentFilter(Filter):
@@ -331,10 +375,11 @@ class TagFilter(Filter):
         self.tags = set(_strings(value, "tag"))
 
     def match(self, file: FileInfo) -> Verdict:
+        tags, wanted = sorted(file.tags), sorted(self.tags)
         missing = self.tags - file.tags
         if missing:
-            return Verdict(False, f"missing tag(s) {sorted(missing)}")
-        return Verdict(True, f"tagged {sorted(self.tags)}")
+            return Verdict(False, f"missing tag(s) {sorted(missing)}", seen=tags, wanted=wanted)
+        return Verdict(True, f"tagged {wanted}", seen=tags, wanted=wanted)
 
 
 class AttrFilter(Filter):
@@ -366,13 +411,15 @@ class AttrFilter(Filter):
         return frozenset(f"{ns}.{attr}" for ns, attr, _ in self.tests)
 
     def match(self, file: FileInfo) -> Verdict:
+        seen: dict[str, Any] = {}
+        wanted = {f"{ns}.{attr}": want for ns, attr, want in self.tests}
         for namespace, attr, want in self.tests:
-            have = file.attrs(namespace).get(attr)
+            have = seen[f"{namespace}.{attr}"] = file.attrs(namespace).get(attr)
             if not _attr_matches(have, want):
-                return Verdict(False, f"{namespace}.{attr} is {have!r}")
+                return Verdict(False, f"{namespace}.{attr} is {have!r}", seen=seen, wanted=wanted)
         return Verdict(
-            True, ", ".join(f"{ns}.{attr} {file.attrs(ns).get(attr)!r} ~ {want!r}"
-                            for ns, attr, want in self.tests),
+            True, ", ".join(f"{key} {seen[key]!r} ~ {want!r}" for key, want in wanted.items()),
+            seen=seen, wanted=wanted,
         )  # fmt: skip
 
 
