@@ -211,7 +211,7 @@ register_lazy(
 register_lazy(
     "explain",
     f"{_ORGANIZE}:explain",
-    "Show how every rule judges PATH: each filter's verdict and where it would go.",
+    "Show how each rule and filter judges PATH, and what a scan would do to it.",
 )
 register_lazy(
     "undo",

@@ -63,8 +63,9 @@ def test_scan_and_explain_skip_a_file_changed_too_recently(
 
     explained = clerk("explain", str(inbox / "fresh.txt"), "--json")
     rule = json.loads(explained.stdout)["rules"][0]
-    assert rule["matched"] is False
-    assert rule["waiting"].startswith("modified ") and rule["waiting"].endswith("after: 10m")
+    assert rule["status"] == "waiting" and rule["matched"] is None  # scan asks no filter
+    assert rule["reason"].startswith("modified ") and rule["reason"].endswith("after: 10m")
+    assert rule["wanted"] == 600
     assert "after: 10m" in clerk("explain", str(inbox / "fresh.txt")).stdout
 
     result = clerk("scan")

@@ -146,10 +146,10 @@ def test_explain_shows_the_attr_verdict(env: dict[str, str], dirs: tuple[Path, P
     report = json.loads(run_clerk("explain", "--json", str(sony), env=env, check=True).stdout)
     (rule,) = report["rules"]
     assert rule["matched"] is False
-    assert [(f["filter"], f["matched"], f["reason"]) for f in rule["filters"]] == [
+    assert [(f["name"], f["matched"], f["reason"]) for f in rule["match"]["children"]] == [
         ("attr", False, "exif.camera is 'SONY ILCE-7M3'")
     ]
-    assert report["would_apply"] is None
+    assert report["would_apply"] == []
     text = run_clerk("explain", str(shot), env=env, check=True).stdout
     assert "rule pixel-photos: MATCH" in text
     assert f"move -> {photos}/2023/05/PXL_1.jpg" in text

@@ -263,9 +263,9 @@ def test_explain_shows_every_verdict(world, write_rules, clerk) -> None:  # type
     assert "- mime: mime application/pdf" in result.stdout
     assert "rule pdfs: MATCH" in result.stdout
     assert f"=> move -> {world['out']}/docs/" in result.stdout
-    assert "first matching rule: pdfs" in result.stdout
+    assert "would apply: pdfs" in result.stdout
     report = json.loads(clerk("explain", str(path), "--json", check=True).stdout)
-    assert report["would_apply"] == "pdfs"
+    assert report["would_apply"] == ["pdfs"]
     assert path.exists() and ops(world) == []
 
 

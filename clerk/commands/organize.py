@@ -151,41 +151,106 @@ def _print_scan(summary: Any, dry_run: bool) -> None:
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--rule", "rules", multiple=True, help="Only this rule (repeatable), as `scan --rule` does."
+)
+@click.option(
+    "--on",
+    "trigger",
+    default="scan",
+    show_default=True,
+    type=click.Choice(["scan", "created", "modified", "moved"]),
+    help="The trigger to explain: a scan, or a watch event the daemon acts on.",
+)
 @click.option("--root", "root_overrides", multiple=True, metavar="NAME=PATH",
               help="Use PATH for root NAME.")  # fmt: skip
 @json_option
 @click.pass_context
-def explain(ctx: click.Context, path: str, root_overrides: tuple[str, ...], as_json: bool) -> None:
-    """Show how every rule judges PATH: each filter's verdict and where it would go.
+def explain(
+    ctx: click.Context,
+    path: str,
+    rules: tuple[str, ...],
+    trigger: str,
+    root_overrides: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Show how each rule and filter judges PATH, and what a scan would do to it.
 
-    Changes nothing.
+    A traced `clerk scan --dry-run PATH`: the same rules, matchers and plan (conflicts
+    and `continue: true` chains included). Changes nothing.
     """
     from clerk.app import parse_root_overrides
+    from clerk.rules.explain import explain as explain_path
 
     a = app(ctx)
     ruleset = a.rules(parse_root_overrides(root_overrides))
     engine = a.engine(ruleset, dry_run=True)
-    report = engine.explain(path)
+    result = explain_path(engine, path, trigger=trigger, rule_names=rules)
     if as_json:
-        print_json(report)
+        print_json(result.as_dict())
         return
-    click.echo(f"{printable(report['path'])}  (root {report['root']}, {report['relpath']})")
-    facts = report["facts"]
-    click.echo(f"  size {facts['size']}, modified {facts['mtime']}"
-               + (f", mime {facts['mime']}" if facts["mime"] else ""))  # fmt: skip
-    for entry in report["rules"]:
-        if "error" in entry:
-            click.echo(f"rule {entry['rule']}: error: {entry['error']}")
-            continue
-        mark = "MATCH" if entry["matched"] else "no"
-        kind = " (lifecycle)" if entry["lifecycle"] else ""
-        click.echo(f"rule {entry['rule']}{kind}: {mark}")
-        for f in entry["filters"]:
-            click.echo(f"    {'+' if f['matched'] else '-'} {f['filter']}: {f['reason']}")
-        for line in entry["actions"]:
-            click.echo(f"    => {printable(line)}")
-    applied = report["would_apply"]
-    click.echo(f"first matching rule: {applied}" if applied else "no rule matches")
+    _print_explanation(result)
+
+
+def _print_explanation(result: Any) -> None:
+    from clerk.units import format_size
+
+    click.echo(f"{printable(result.path)}  (root {result.root}, {printable(result.relpath)})")
+    facts = result.facts
+    extra = (f", mime {facts.mime}" if facts.mime else "") + (
+        f", tags {', '.join(facts.tags)}" if facts.tags else ""
+    )
+    click.echo(f"  size {format_size(facts.size)}, modified "
+               f"{facts.mtime.isoformat(timespec='seconds')}{extra}")  # fmt: skip
+    for verdict in result.rules:
+        if verdict.status == "applies":
+            moved = verdict.path and verdict.path != result.path
+            click.echo(f"rule {verdict.rule}: MATCH"
+                       + (f" (as {printable(verdict.path)})" if moved else ""))  # fmt: skip
+        elif verdict.status == "no match":
+            click.echo(f"rule {verdict.rule}{' (lifecycle)' if verdict.lifecycle else ''}: no")
+        elif verdict.status in ("waiting", "error"):
+            click.echo(f"rule {verdict.rule}: {verdict.status}: {printable(verdict.reason)}")
+        else:  # the reason says it: "disabled", "not reached: ...", "not in root ..."
+            click.echo(f"rule {verdict.rule}: {printable(verdict.reason)}")
+        if verdict.match is not None:
+            for line in _match_lines(verdict.match):
+                click.echo(line)
+        for action in verdict.actions:
+            click.echo(f"    => {printable(_action_text(action))}")
+        if verdict.error:
+            click.echo(f"    !! {printable(verdict.error)}")
+    for error in result.errors:
+        click.echo(f"error: {printable(error)}", err=True)
+    applied = result.would_apply
+    click.echo(f"would apply: {', '.join(applied)}" if applied else "no rule would apply")
+
+
+def _match_lines(node: Any, depth: int = 1, *, top: bool = True) -> list[str]:
+    """The match tree, one line per node; a rule's list of filters shows as its children."""
+    if top and node.kind == "all" and node.children:
+        return [line for child in node.children for line in _match_lines(child, depth, top=False)]
+    mark = "." if node.matched is None else "+" if node.matched else "-"
+    reason = f" {printable(node.reason)}" if node.reason else ""
+    lines = [f"{'    ' * depth}{mark} {node.name}:{reason}"]
+    if node.matched is not None or node.error:  # below a node not checked: nothing checked
+        for child in node.children:
+            lines.extend(_match_lines(child, depth + 1, top=False))
+    return lines
+
+
+def _action_text(action: Any) -> str:
+    if action.error:
+        return f"{action.action}: {action.error}"
+    if action.effect is not None:
+        return str(action.effect)
+    op = action.op
+    text = f"{op.kind} -> {op.dst}" if op.dst else op.kind
+    if op.note:
+        text += f" ({op.note})"
+    if op.status not in ("planned", "done"):
+        text += f": {op.status}" + (f": {op.error}" if op.error else "")
+    return text
 
 
 # --- undo -----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The rules engine: the one way clerk applies rules to files.
 
-`clerk scan`, `clerk explain` and the daemon all go through `Engine`. Files are handled
+`clerk scan`, `clerk explain` and the daemon all go through `Engine` (explain is a dry
+run with a `PlanTrace` listening, see `clerk.rules.explain`). Files are handled
 in batches: the catalog rows of a batch are read in one query, every file is classified
 and matched (cheap filters first, expensive facts only when a rule needs them), the
 planned file operations of the whole batch go to fileops in one call (one journal
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
@@ -40,11 +41,15 @@ from clerk.rules.model import (
     Root,
     Rule,
     RuleSet,
+    Skip,
 )
 from clerk.rules.templates import Renderer
 from clerk.rules.walk import Candidate, candidate_for, walk_root
 from clerk.store import store_path, write_txn
 from clerk.store.catalog import Catalog, CatalogRow, CatalogWriter
+
+if TYPE_CHECKING:
+    from clerk.rules.explain import PlanTrace
 
 log = logging.getLogger("clerk.engine")
 
@@ -67,12 +72,15 @@ class FileOutcome:
         return {
             "path": self.path,
             "rules": self.rules,
-            "ops": [
-                {k: v for k, v in dataclasses.asdict(r).items() if v is not None} for r in self.ops
-            ],
+            "ops": [op_as_dict(r) for r in self.ops],
             "effects": self.effects,
             "error": self.error,
         }
+
+
+def op_as_dict(result: OpResult) -> dict[str, Any]:
+    """An op's outcome as `--json` shows it (unset fields left out)."""
+    return {k: v for k, v in dataclasses.asdict(result).items() if v is not None}
 
 
 @dataclass
@@ -162,10 +170,12 @@ class Engine:
         self.hooks = hooks
         self._notify_classified = _has_impls(hooks, "file_classified")
         self._notify_op = _has_impls(hooks, "op_done")
-        self._rules_cache: dict[tuple[str, str], list[Rule]] = {}
+        self._rules_cache: dict[tuple[str, str, frozenset[str] | None], list[Rule]] = {}
         # (dev, inode) acted on in this run -> its catalog id
         self._handled: dict[tuple[int, int], int | None] = {}
         self._matchers: dict[int, Matcher] = {}
+        self._trace: PlanTrace | None = None  # set inside `tracing()`
+        self._traced: dict[int, Matcher] = {}  # the same matchers, reporting to `_trace`
         self._uncatalogued: set[str] = set()  # roots walked now that had no catalog rows
         self._fact_errors: list[str] = []  # classifier/MIME/hash failures, for the summary
         self._writer: CatalogWriter | None = None  # set inside `writing_behind()`
@@ -191,7 +201,7 @@ class Engine:
         sparing = [r for r in self.ruleset.rules if only and r.name in only and r.keep_newest]
         if sparing and len(only or ()) > 1:
             raise ClerkError(f"rule {sparing[0].name} keeps the newest files: run it on its own")
-        for root, start, full in self._scan_targets(list(paths), list(root_names), only):
+        for root, start, full in self._scan_targets(list(paths), list(root_names), only, trigger):
             if start is not None and os.path.isfile(start):
                 candidate = candidate_for(start, self.ruleset.roots)
                 candidates: Iterable[Candidate] = [candidate] if candidate else []
@@ -278,6 +288,22 @@ class Engine:
             self._writer, self.facts.sync_catalog = None, None
             writer.close()
 
+    @contextmanager
+    def tracing(self, trace: PlanTrace) -> Iterator[None]:
+        """Tell `trace` every rule's and filter's verdict and every planned action while
+        this block runs: the plan, as it is made (`clerk explain` listens in a dry run).
+
+        The matchers are the compiled ones, with a hook: same order, same short cuts.
+        One trace at a time per engine.
+        """
+        if self._trace is not None:
+            raise RuntimeError("this engine is already being traced")
+        self._trace, self._traced = trace, {}
+        try:
+            yield
+        finally:
+            self._trace, self._traced = None, {}
+
     def _catalog_writer(self) -> CatalogWriter | None:
         # `file_classified` hooks may read the catalog: they get it written, as before
         if self.dry_run or self.db is None or self.catalog is None or self._notify_classified:
@@ -298,7 +324,7 @@ class Engine:
         of each `group_by` group (one group when the rule has no `group_by`)."""
         if rule.keep_newest is None:
             return candidates
-        matcher = self._matcher(rule)
+        matcher = self._matcher(rule, traced=False)  # the rule itself is traced when it runs
         groups: dict[str, list[tuple[int, int]]] = {}
         for start in range(0, len(candidates), self.batch_size):
             chunk = candidates[start : start + self.batch_size]
@@ -316,6 +342,9 @@ class Engine:
         for members in groups.values():
             members.sort(reverse=True)
             acted.extend(index for _, index in members[rule.keep_newest :])
+            if self._trace is not None:
+                for _, index in members[: rule.keep_newest]:
+                    self._trace.spared(rule, candidates[index].path)
         return [candidates[i] for i in sorted(acted)]
 
     def _group_key(self, rule: Rule, file: FileInfo, fields: dict[str, Any]) -> str:
@@ -413,17 +442,27 @@ class Engine:
 
     # --- matching and planning -------------------------------------------------------------
     def rules_for(self, root: str, trigger: str, rule_names: set[str] | None) -> list[Rule]:
-        key = (root, trigger)
+        """The rules that run, in order, for a file of `root` on `trigger` (see `rule_skip`)."""
+        key = (root, trigger, frozenset(rule_names) if rule_names else None)
         rules = self._rules_cache.get(key)
         if rules is None:
-            if rule_names:
-                rules = [r for r in self.ruleset.rules if root in r.roots and r.enabled]
-            else:
-                rules = self.ruleset.rules_for(root, trigger)
-            self._rules_cache[key] = rules
-        if rule_names:
-            return [r for r in rules if r.name in rule_names]
+            skip = self.rule_skip
+            rules = self._rules_cache[key] = [
+                r for r in self.ruleset.rules if skip(r, root, trigger, rule_names) is None
+            ]
         return rules
+
+    def rule_skip(
+        self, rule: Rule, root: str, trigger: str, rule_names: set[str] | None
+    ) -> Skip | None:
+        """Why `rule` does not run for a file of `root` on `trigger` (None: it runs).
+
+        `rule_names`: the caller named the rules to run (`clerk scan --rule`, a lifecycle
+        sweep); then only those run, lifecycle rules and `on:` notwithstanding.
+        """
+        if rule_names and rule.name not in rule_names:
+            return Skip("not selected", f"not selected (only {', '.join(sorted(rule_names))})")
+        return rule.skip(root, trigger, named=bool(rule_names))
 
     def _plan(
         self,
@@ -437,18 +476,31 @@ class Engine:
         moved_to: str | None = None  # where a planned move takes the file (view made lazily)
         last_request: int | None = None
         walk_follows = file.root.follow_symlinks  # then file.st is not an lstat
+        trace = self._trace
+        if trace is not None:
+            trace.begin(file)
         for rule in self.rules_for(file.root.name, trigger, rule_names):
             if moved_to is not None:
                 current, moved_to = self._view_at(current, moved_to), None
             if rule.after is not None and rule.waiting(current.st.st_mtime, self._now()):
+                if trace is not None:
+                    trace.waiting(rule, current, self._now())
                 continue  # `after:` not unchanged long enough yet (the daemon looks again)
             fields: dict[str, Any] = {}
+            if trace is not None:
+                trace.judging(rule, current)
             try:
-                if not self._matcher(rule)(current, fields):
-                    continue
+                matched = self._matcher(rule)(current, fields)
             except Exception as exc:  # a filter bug must not stop the run
-                plan.error = f"rule {rule.name}: filter failed: {type(exc).__name__}: {exc}"
+                failure = f"filter failed: {type(exc).__name__}: {exc}"
+                plan.error = f"rule {rule.name}: {failure}"
+                if trace is not None:
+                    trace.judged(rule, None, failure)
                 return plan
+            if trace is not None:
+                trace.judged(rule, matched)
+            if not matched:
+                continue
             plan.rules.append(rule.name)
             gone = False
             for step in rule.actions:
@@ -490,6 +542,8 @@ class Engine:
                 ):
                     gone = True
             if plan.error or not rule.continue_ or gone:
+                if trace is not None:
+                    trace.stopped(rule, plan.error, gone)
                 break
         return plan
 
@@ -498,7 +552,12 @@ class Engine:
         daemon), like the age filters."""
         return self.facts.now.timestamp()
 
-    def _matcher(self, rule: Rule) -> Matcher:
+    def _matcher(self, rule: Rule, *, traced: bool = True) -> Matcher:
+        if traced and self._trace is not None:
+            matcher = self._traced.get(id(rule))
+            if matcher is None:
+                matcher = self._traced[id(rule)] = compile_match(rule.match, self._trace.verdict)
+            return matcher
         matcher = self._matchers.get(id(rule))
         if matcher is None:
             matcher = self._matchers[id(rule)] = compile_match(rule.match)
@@ -508,43 +567,6 @@ class Engine:
         located = self.ruleset.roots.locate(path)
         root, relpath = located if located else (file.root, os.path.basename(path))
         return file.at(root, path, relpath)
-
-    def matches(
-        self,
-        node: MatchNode,
-        file: FileInfo,
-        fields: dict[str, Any],
-        trace: list[tuple[FilterNode, Verdict]] | None = None,
-    ) -> bool:
-        """Evaluate a match tree. With `trace`, every filter runs and reports its verdict."""
-        if isinstance(node, FilterNode):
-            verdict = node.filter.match(file)
-            if not isinstance(verdict, Verdict):
-                verdict = Verdict(bool(verdict))
-            if trace is not None:
-                trace.append((node, verdict))
-            if verdict.matched:
-                fields.update(verdict.fields)
-            return verdict.matched
-        if isinstance(node, NotNode):
-            return not self.matches(node.child, file, {}, trace)
-        children = _by_cost(node)
-        if isinstance(node, AllNode):
-            ok = True
-            for child in children:
-                if not self.matches(child, file, fields, trace):
-                    ok = False
-                    if trace is None:
-                        return False
-            return ok
-        assert isinstance(node, AnyNode)
-        hit = False
-        for child in children:
-            if self.matches(child, file, fields, trace):
-                hit = True
-                if trace is None:
-                    return True
-        return hit
 
     # --- acting ----------------------------------------------------------------------------
     def _execute(self, requests: list[OpRequest], batch_id: str) -> list[OpResult]:
@@ -567,10 +589,13 @@ class Engine:
         outcome = FileOutcome(plan.file.path, plan.rules, error=plan.error)
         path, broken = plan.file.path, False
         current = plan.file
+        trace = self._trace
         for step in plan.steps:
             if step.request_index is not None:
                 result = results[step.request_index]
                 outcome.ops.append(result)
+                if trace is not None:
+                    trace.action(plan.file, step.rule, result.kind, op=result)
                 if result.status == "done":
                     summary.done[result.kind] += 1
                 elif result.status == "planned":
@@ -584,15 +609,18 @@ class Engine:
                 if result.ok and result.kind in _RELOCATING and result.dst:
                     path = result.dst
                 continue
+            effect = step.action
+            assert isinstance(effect, EffectAction)
             if broken:
+                if trace is not None:
+                    trace.action(plan.file, step.rule, _effect_name(effect),
+                                 error="not done: an earlier action did not complete")  # fmt: skip
                 continue
             if current.path != path:
                 current = self._view_at(current, path)
             target = Target(
                 current, path, current.fields(step.fields), self.renderer, step.rule, self.dry_run
             )
-            effect = step.action
-            assert isinstance(effect, EffectAction)
             try:
                 if self.dry_run:
                     outcome.effects.append(effect.describe(target))
@@ -606,6 +634,14 @@ class Engine:
                 summary.error(f"{plan.file.path}: {message}")
                 self._record_file_error(plan.file, message)
                 outcome.error = message
+                if trace is not None:
+                    trace.action(plan.file, step.rule, _effect_name(effect), error=message)
+            else:
+                if trace is not None:
+                    trace.action(plan.file, step.rule, _effect_name(effect),
+                                 effect=outcome.effects[-1])  # fmt: skip
+        if trace is not None:
+            trace.finished(plan.file, outcome)
         if self.keep_outcomes and (plan.rules or plan.error):
             summary.outcomes.append(outcome)
 
@@ -646,90 +682,9 @@ class Engine:
                 row.state = state
                 yield row
 
-    # --- explain ---------------------------------------------------------------------------
-    def explain(self, path: str) -> dict[str, Any]:
-        """Every rule's verdict for one file, with rendered destinations; changes nothing."""
-        candidate = candidate_for(path, self.ruleset.roots)
-        if candidate is None:
-            raise ClerkError(f"{path} is not a regular file inside any root")
-        file = self._classify([candidate])[0]
-        report: dict[str, Any] = {
-            "path": file.path,
-            "root": file.root.name,
-            "relpath": file.relpath,
-            "rules": [],
-        }
-        first_match: str | None = None
-        for rule in self.ruleset.rules:
-            if file.root.name not in rule.roots:
-                continue
-            trace: list[tuple[FilterNode, Verdict]] = []
-            fields: dict[str, Any] = {}
-            try:
-                matched = self.matches(rule.match, file, fields, trace)
-            except Exception as exc:
-                report["rules"].append({"rule": rule.name, "error": str(exc)})
-                continue
-            entry: dict[str, Any] = {
-                "rule": rule.name,
-                "matched": matched,
-                "lifecycle": rule.is_lifecycle,
-                "filters": [
-                    {
-                        "filter": node.name,
-                        "where": str(node.where),
-                        "matched": v.matched,
-                        "reason": v.reason,
-                    }
-                    for node, v in trace
-                ],
-                "actions": [],
-            }
-            wait = rule.waiting(file.st.st_mtime, self._now())
-            if matched and wait:
-                matched = entry["matched"] = False
-                entry["waiting"] = _waiting_reason(rule, file.st.st_mtime, self._now())
-                entry["filters"].append({"filter": "after", "where": str(rule.where),
-                                         "matched": False, "reason": entry["waiting"]})  # fmt: skip
-            if matched:
-                entry["actions"] = self._describe_actions(rule, file, fields)
-                if first_match is None and not rule.is_lifecycle:
-                    first_match = rule.name
-            report["rules"].append(entry)
-        report["would_apply"] = first_match
-        report["facts"] = {
-            "size": file.size,
-            "mtime": file.mtime.isoformat(timespec="seconds"),
-            "mime": file.mime_if_known,
-            "tags": sorted(file.tags),
-        }
-        return report
-
-    def _describe_actions(self, rule: Rule, file: FileInfo, fields: dict[str, Any]) -> list[str]:
-        lines, current = [], file
-        for step in rule.actions:
-            target = Target(
-                current, current.path, current.fields(fields), self.renderer, rule.name, True
-            )
-            try:
-                if isinstance(step.action, EffectAction):
-                    lines.append(step.action.describe(target))
-                    continue
-                request = step.action.request(target)  # type: ignore[attr-defined]
-            except Exception as exc:
-                lines.append(f"{step.name}: error: {exc}")
-                break
-            if request is None:
-                lines.append(f"{step.name}: nothing to do")
-                continue
-            lines.append(f"{request.kind} -> {request.dst}" if request.dst else request.kind)
-            if request.kind in _RELOCATING and request.dst:
-                current = self._view_at(current, request.dst)
-        return lines
-
     # --- helpers ---------------------------------------------------------------------------
     def _scan_targets(
-        self, paths: list[str], root_names: list[str], only: set[str] | None
+        self, paths: list[str], root_names: list[str], only: set[str] | None, trigger: str
     ) -> Iterator[tuple[Root, str | None, bool]]:
         roots = self.ruleset.roots
         if paths:
@@ -746,7 +701,7 @@ class Engine:
                 root = located[0]
                 yield root, absolute, absolute == root.path
             return
-        names = root_names or self._roots_in_use(only)
+        names = root_names or self._roots_in_use(only, trigger)
         for name in names:
             if name not in roots:
                 raise ClerkError(f"no root named {name!r} (roots: {', '.join(roots.names)})")
@@ -755,14 +710,13 @@ class Engine:
                 raise ClerkError(f"root {name!r}: {root.path} is not a directory")
             yield root, None, True
 
-    def _roots_in_use(self, only: set[str] | None) -> list[str]:
+    def _roots_in_use(self, only: set[str] | None, trigger: str) -> list[str]:
         names: list[str] = []
         for rule in self.ruleset.rules:
-            if not rule.enabled or (only and rule.name not in only):
-                continue
-            if not only and (rule.is_lifecycle or "scan" not in rule.on):
-                continue
-            names.extend(n for n in rule.roots if n not in names)
+            names.extend(
+                n for n in rule.roots
+                if n not in names and self.rule_skip(rule, n, trigger, only) is None
+            )  # fmt: skip
         return names
 
     def _walk_error(self, summary: Summary) -> Callable[[str, OSError], None]:
@@ -799,23 +753,6 @@ class Engine:
                 log.warning("hook %s failed: %s", name, exc)
 
 
-def _waiting_reason(rule: Rule, mtime: float, now: float) -> str:
-    age = _short_duration(max(0.0, now - mtime))
-    return f"modified {age} ago, after: {_short_duration(rule.after or 0)}"
-
-
-def _short_duration(seconds: float) -> str:
-    """`90` -> `1m30s`, `3600` -> `1h`: the way rule files write durations."""
-    whole, parts = int(seconds), []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if whole >= size:
-            parts.append(f"{whole // size}{unit}")
-            whole %= size
-    if whole or not parts:
-        parts.append(f"{whole}s")
-    return "".join(parts)
-
-
 def _row_for(file: FileInfo, root: Root, relpath: str) -> CatalogRow:
     st = file.st
     return CatalogRow(
@@ -834,12 +771,29 @@ def _row_for(file: FileInfo, root: Root, relpath: str) -> CatalogRow:
 
 
 Matcher = Callable[[FileInfo, dict[str, Any]], bool]
+#: told each node's verdict as a traced matcher decides it: a filter's `Verdict` (or the
+#: plain bool a plugin answered, or the exception it raised), a combinator's bool
+VerdictHook = Callable[[MatchNode, "Verdict | bool | Exception"], None]
 
 
-def compile_match(node: MatchNode) -> Matcher:
-    """Turn a match tree into nested closures: the per-file path does no dispatch."""
+def compile_match(node: MatchNode, hook: VerdictHook | None = None) -> Matcher:
+    """Turn a match tree into nested closures: the per-file path does no dispatch.
+
+    With `hook`, each node reports its verdict as it is decided (`clerk explain`): the
+    same closures in the same order with the same short cuts, so a node that was not
+    needed for the answer is not asked and not reported.
+    """
+    matcher = _compile(node, hook)
+    if hook is None or isinstance(node, FilterNode):
+        return matcher
+    return _reporting(node, matcher, hook)
+
+
+def _compile(node: MatchNode, hook: VerdictHook | None) -> Matcher:
     if isinstance(node, FilterNode):
-        match = node.filter.match
+        match: Callable[[FileInfo], Verdict] = node.filter.match
+        if hook is not None:
+            match = _reporting_filter(node, match, hook)
 
         def leaf(file: FileInfo, fields: dict[str, Any]) -> bool:
             verdict = match(file)
@@ -853,9 +807,9 @@ def compile_match(node: MatchNode) -> Matcher:
 
         return leaf
     if isinstance(node, NotNode):
-        inner = compile_match(node.child)
+        inner = compile_match(node.child, hook)
         return lambda file, fields: not inner(file, {})
-    children = [compile_match(child) for child in _by_cost(node)]
+    children = [compile_match(child, hook) for child in _by_cost(node)]
     if len(children) == 1:
         return children[0]
     if isinstance(node, AllNode):
@@ -863,6 +817,30 @@ def compile_match(node: MatchNode) -> Matcher:
             return lambda file, fields: True
         return lambda file, fields: all(child(file, fields) for child in children)
     return lambda file, fields: any(child(file, fields) for child in children)
+
+
+def _reporting_filter(
+    node: FilterNode, match: Callable[[FileInfo], Verdict], hook: VerdictHook
+) -> Callable[[FileInfo], Verdict]:
+    def reporting(file: FileInfo) -> Verdict:
+        try:
+            verdict = match(file)
+        except Exception as exc:
+            hook(node, exc)
+            raise
+        hook(node, verdict)
+        return verdict
+
+    return reporting
+
+
+def _reporting(node: MatchNode, matcher: Matcher, hook: VerdictHook) -> Matcher:
+    def reporting(file: FileInfo, fields: dict[str, Any]) -> bool:
+        matched = matcher(file, fields)
+        hook(node, matched)
+        return matched
+
+    return reporting
 
 
 def _by_cost(node: AllNode | AnyNode) -> list[MatchNode]:

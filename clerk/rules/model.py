@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clerk.errors import Location
+from clerk.units import format_duration
 
 if TYPE_CHECKING:
     from clerk.plugins.api import Action, Filter
@@ -123,6 +124,18 @@ class ActionStep:
     where: Location
 
 
+@dataclass(frozen=True)
+class Skip:
+    """Why a rule does not run for a file: a short status and the reason in words.
+
+    status: `disabled`, `other root`, `lifecycle`, `not triggered` (see `Rule.skip`), or
+    `not selected` (`clerk scan --rule` named other rules).
+    """
+
+    status: str
+    reason: str
+
+
 @dataclass
 class Rule:
     name: str
@@ -143,6 +156,28 @@ class Rule:
     def is_lifecycle(self) -> bool:
         return bool(self.schedule or self.every)
 
+    def skip(self, root: str, trigger: str, *, named: bool = False) -> Skip | None:
+        """Why this rule does not run for a file of `root` on `trigger` (None: it runs).
+
+        `named`: the caller picked this rule by name (`clerk scan --rule`, a lifecycle
+        sweep); then `on:` and schedules do not hold it back. The one place that decides
+        which rules a scan, the daemon and `clerk explain` run.
+        """
+        if not self.enabled:
+            return Skip("disabled", "disabled")
+        if root not in self.roots:
+            return Skip("other root", f"not in root {root} (in: {', '.join(self.roots)})")
+        if named:
+            return None
+        if self.is_lifecycle:
+            every = format_duration(self.every or 0)
+            when = f"schedule: {self.schedule}" if self.schedule else f"every: {every}"
+            return Skip("lifecycle", f"lifecycle rule ({when}): runs on its schedule or by name")
+        if trigger not in self.on:
+            on = ", ".join(sorted(self.on))
+            return Skip("not triggered", f"not triggered by {trigger} (on: {on})")
+        return None
+
     def waiting(self, mtime: float, now: float) -> float:
         """Seconds until a file modified at `mtime` has been unchanged for `after`
         (0: due, or the rule has no `after`)."""
@@ -159,11 +194,7 @@ class RuleSet:
     files: list[Path] = field(default_factory=list)
 
     def rules_for(self, root: str, trigger: str) -> list[Rule]:
-        return [
-            r
-            for r in self.rules
-            if r.enabled and root in r.roots and trigger in r.on and not r.is_lifecycle
-        ]
+        return [r for r in self.rules if r.skip(root, trigger) is None]
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
