@@ -240,6 +240,69 @@ def test_ages_are_readable(world, write_rules, clerk) -> None:  # type: ignore[n
     assert age["wanted"] == [{"op": ">", "value": 2592000}]
 
 
+BOOM = """\
+from clerk.plugins.api import Filter, hookimpl
+
+
+class Boom(Filter):
+    "`boom: true`: raises on files named bad*, answers a plain bool for the others."
+
+    def match(self, file):
+        if file.name.startswith("bad"):
+            raise RuntimeError("cannot judge " + file.name)
+        return True
+
+
+@hookimpl
+def register_filters(register):
+    register("boom", Boom)
+"""
+
+
+def test_a_failing_filter_stops_the_file_as_scan_does(world, write_rules, clerk, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "boom.py").write_text(BOOM)
+    home = Path(os.environ["CLERK_HOME"])
+    config_text = (home / "config.yaml").read_text() + f"plugins: {{dir: {plugins}}}\n"
+    (home / "config.yaml").write_text(config_text)
+    rules(
+        write_rules,
+        world,
+        """\
+  - name: judged
+    in: inbox
+    match: [{boom: true}]
+    actions: [{move: "{out}/judged/{name}"}]
+  - name: later
+    in: inbox
+    actions: [{move: "{out}/later/{name}"}]
+""",
+    )
+    env = {"CLERK_DISABLE_PLUGIN_AUTOLOAD": "", "CLERK_LOAD_PLUGINS": "boom"}
+    bad, good = world["inbox"] / "bad.txt", world["inbox"] / "good.txt"
+    bad.write_text("b")
+    good.write_text("g")
+    report = json.loads(clerk("explain", str(bad), "--json", env=env, check=True).stdout)
+    entries = by_rule(report)
+    failure = "filter failed: RuntimeError: cannot judge bad.txt"
+    assert entries["judged"]["status"] == "error"
+    assert entries["judged"]["reason"] == failure
+    (boom,) = entries["judged"]["match"]["children"]
+    assert boom["error"] == "failed: RuntimeError: cannot judge bad.txt"
+    assert entries["later"]["status"] == "not reached"
+    assert entries["later"]["reason"] == "not reached: rule judged failed"
+    assert report["would_apply"] == [] and report["plan"]["ops"] == []
+    assert report["errors"] == [f"{bad}: rule judged: {failure}"]
+    # a plugin answering a plain bool is judged as scan judges it
+    fine = json.loads(clerk("explain", str(good), "--json", env=env, check=True).stdout)
+    assert fine["would_apply"] == ["judged"]
+    assert by_rule(fine)["judged"]["match"]["children"][0]["matched"] is True
+    dry = json.loads(clerk("scan", "--dry-run", "--json", env=env).stdout)
+    assert dry["errors"] == report["errors"]
+    assert [f["rules"] for f in dry["files"] if f["path"] == str(good)] == [["judged"]]
+
+
 # --- explain plans what scan plans and does ------------------------------------------------
 
 RULE_SETS = {
