@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pwd
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -113,3 +115,35 @@ def plugin_env(*sites: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def _world_executable(path: str) -> bool:
+    """Can any user run `path`? (every directory on the way searchable by others)"""
+    real = Path(os.path.realpath(path))
+    if not real.is_file() or not os.stat(real).st_mode & stat.S_IXOTH:
+        return False
+    return all(os.stat(d).st_mode & stat.S_IXOTH for d in real.parents)
+
+
+@pytest.fixture
+def as_nobody() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `python -I -c CODE ARGS...` as user nobody, from `/`: what another local user
+    can do. Needs root to switch users; skips with the reason elsewhere."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a process as another uid")
+    nobody = pwd.getpwnam("nobody")
+    candidates = [sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]
+    python = next((c for c in candidates if os.path.exists(c) and _world_executable(c)), None)
+    if python is None:
+        pytest.skip("no Python interpreter that user nobody may run")
+
+    def drop() -> None:
+        os.setgid(nobody.pw_gid)
+        os.setgroups([])
+        os.setuid(nobody.pw_uid)
+
+    def run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([python, "-I", "-c", code, *args], capture_output=True,
+                              text=True, preexec_fn=drop, timeout=60, cwd="/")  # fmt: skip
+
+    return run

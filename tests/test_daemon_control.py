@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,51 +130,23 @@ print(s.makefile().readline().strip())
 """
 
 
-def _world_executable(path: str) -> bool:
-    """Can any user run `path`? (every directory on the way searchable by others)"""
-    real = Path(os.path.realpath(path))
-    if not real.is_file() or not os.stat(real).st_mode & stat.S_IXOTH:
-        return False
-    return all(os.stat(d).st_mode & stat.S_IXOTH for d in real.parents)
-
-
-def _python_for_others() -> str | None:
-    candidates = [sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]
-    return next((c for c in candidates if os.path.exists(c) and _world_executable(c)), None)
-
-
-def _as_nobody(sock: Path) -> str:
-    nobody = pwd.getpwnam("nobody")
-    python = _python_for_others()
-    if python is None:
-        pytest.skip("no Python interpreter that user nobody may run")
-
-    def drop() -> None:
-        os.setgid(nobody.pw_gid)
-        os.setgroups([])
-        os.setuid(nobody.pw_uid)
-
-    result = subprocess.run(
-        [python, "-I", "-c", ASK_AS_NOBODY, str(sock)],
-        capture_output=True,
-        text=True,
-        preexec_fn=drop,
-        timeout=60,
-        cwd="/",
-    )
+def _ask(as_nobody: Callable[..., subprocess.CompletedProcess[str]], sock: Path) -> str:
+    result = as_nobody(ASK_AS_NOBODY, str(sock))
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
 def test_another_uid_is_refused(
-    setup: tuple[Path, Path, Path], tmp_path: Path, clerk: Clerk
+    setup: tuple[Path, Path, Path],
+    tmp_path: Path,
+    clerk: Clerk,
+    as_nobody: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     _, _, sock = setup
     with running_daemon(tmp_path) as (daemon, _):
-        assert _as_nobody(sock) == "EACCES"  # first fence: the socket's mode
+        assert _ask(as_nobody, sock) == "EACCES"  # first fence: the socket's mode
         sock.chmod(0o666)  # as if someone loosened it: the uid check still holds
-        reply = json.loads(_as_nobody(sock))
+        reply = json.loads(_ask(as_nobody, sock))
         assert reply["ok"] is False and "permission denied" in reply["error"]
         assert clerk("status").returncode == 0  # the stop was not obeyed
         assert "refused peer uid" in daemon.log()

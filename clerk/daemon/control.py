@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clerk.errors import ClerkError
+from clerk.private import private_dir
 
 if TYPE_CHECKING:
     from clerk.daemon.service import Daemon
@@ -46,7 +47,7 @@ class ControlServer:
 
     def bind(self) -> None:
         """Claim the socket path; refuses when another daemon answers there."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.path.parent)
         if self.path.exists() or self.path.is_symlink():
             if _answers(self.path):
                 raise ClerkError(f"another clerk daemon is running (control socket {self.path})")

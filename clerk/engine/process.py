@@ -32,6 +32,7 @@ from clerk.engine.api import (
     TaskContext,
     TaskResult,
 )
+from clerk.private import private_dir, private_file
 
 _CHUNK = 65536
 _POLL = 0.2  # how often a waiting attempt looks at its cancel flag
@@ -86,8 +87,8 @@ class CappedLog:
 
     def _open(self) -> BinaryIO:
         if self.file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "wb")  # noqa: SIM115 (closed in close())
+            private_dir(self.path.parent)
+            self.file = private_file(self.path)  # closed in close()
         return self.file
 
     def close(self) -> None:

@@ -77,6 +77,7 @@ from clerk.engine.runs import (
     TaskRunInfo,
 )
 from clerk.errors import ClerkError
+from clerk.private import private_dir, tighten, write_private
 from clerk.rules.templates import sanitize_component
 
 log = logging.getLogger("clerk.engine")
@@ -628,7 +629,7 @@ class Runner:
         if stem is None:
             if not run.log_base:
                 run.log_dir = self.logs_dir / str(run.id)
-                run.log_dir.mkdir(parents=True, exist_ok=True)
+                private_dir(run.log_dir)
             stem = sanitize_component(name)
             run.log_base[name] = stem
         return stem
@@ -989,13 +990,14 @@ def redact_value(value: Any, secrets: list[str]) -> Any:
 
 
 def scrub(context: TaskContext) -> None:
-    """Hide the attempt's secrets in the files it leaves: its logs (for executors that
-    write them without `CappedLog`'s redaction) and its `$CLERK_OUTPUTS` file."""
-    if not context.secrets:
-        return
+    """Seal the files an attempt leaves: owner-only (the task wrote `$CLERK_OUTPUTS`
+    with its own umask) and its secrets hidden (in logs of executors that write them
+    without `CappedLog`'s redaction, and in the outputs file)."""
     for path in (context.stdout_log, context.stderr_log, context.outputs_file):
         if path is not None:
-            redact_file(path, context.secrets)
+            tighten(path)
+            if context.secrets:
+                redact_file(path, context.secrets)
 
 
 def redact_file(path: Path, secrets: list[str]) -> None:
@@ -1008,4 +1010,4 @@ def redact_file(path: Path, secrets: list[str]) -> None:
     for value in sorted({v for v in secrets if v and len(v) >= 4}, key=len, reverse=True):
         clean = clean.replace(value.encode(), b"***")
     if clean != data:
-        path.write_bytes(clean)
+        write_private(path, clean)

@@ -23,6 +23,7 @@ from clerk.engine.model import Workflow, build_workflows, find_workflow
 from clerk.engine.runner import Runner
 from clerk.engine.runs import RunStore
 from clerk.errors import ClerkError, SpecError
+from clerk.private import open_private, private_dir, private_file
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -98,8 +99,8 @@ def worker_lock_path(app: App) -> Path:
 
 def try_lock(path: Path) -> int | None:
     """An fd holding an exclusive flock on `path`, or None when another process has it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    private_dir(path.parent)
+    fd = open_private(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -125,13 +126,13 @@ def ensure_worker(app: App) -> int | None:
 def spawn_worker(app: App) -> int:
     """Start a detached `python -m clerk.engine.worker`; returns its pid."""
     log_file = logs_dir(app) / "worker.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log_file.parent)
     argv = [sys.executable, "-m", "clerk.engine.worker"]
     if app.config_file:
         argv += ["--config", str(app.config_file)]
     if app.profile:
         argv += ["--profile", app.profile]
-    with open(log_file, "ab") as log:
+    with private_file(log_file, "ab") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             env=os.environ.copy(),

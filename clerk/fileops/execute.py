@@ -27,6 +27,7 @@ from clerk.fileops.recovery import op_from_row, recover_op
 from clerk.fileops.trash import TrashFinder
 from clerk.fileops.types import OpRequest, OpResult
 from clerk.fileops.undo import plan_undo
+from clerk.private import open_private
 from clerk.rules.model import RootSet
 from clerk.store import write_txn
 from clerk.store.journal import (
@@ -68,7 +69,7 @@ class JournalLock:
             yield
             return
         # opened per hold: once per batch is cheap, and nothing stays open between
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_private(self.path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield

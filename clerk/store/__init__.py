@@ -22,6 +22,7 @@ from typing import Any
 from sqlite_utils import Database, Migrations
 
 from clerk.errors import ClerkError
+from clerk.private import open_private, private_dir, tighten
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def open_store(path: Path | str, *, migrate: bool = True, readonly: bool = False
     if readonly:
         return _open_readonly(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(path)
     except OSError as exc:
         raise StoreError(f"cannot open store {path}: {exc}") from None
     conn: sqlite3.Connection | None = None
@@ -71,6 +72,16 @@ def open_store(path: Path | str, *, migrate: bool = True, readonly: bool = False
             raise StoreError(_open_error(path, exc)) from None
         raise
     return db
+
+
+def _make_private(path: Path) -> None:
+    """The store file made (or kept) 0600 before SQLite opens it: SQLite gives its -wal
+    and -shm the mode of the database file, so they are owner-only too (clerk/private.py).
+    Files an older clerk left readable are tightened."""
+    private_dir(path.parent)
+    os.close(open_private(path, os.O_RDWR))
+    for suffix in ("-wal", "-shm"):
+        tighten(f"{path}{suffix}")
 
 
 def _open_readonly(path: Path) -> Database:
@@ -128,7 +139,7 @@ def _setup_lock(path: Path) -> Iterator[None]:
     """
     lock_path = path.with_name(path.name + "-migrate.lock")
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_private(lock_path, os.O_RDWR)
     except OSError as exc:
         raise StoreError(f"cannot open store {path}: {lock_path}: {exc.strerror}") from None
     try:

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from clerk.private import open_private
 from clerk.store import StoreError, open_store
 
 
@@ -50,8 +51,12 @@ def backup(path: Path, dest: str | os.PathLike[str]) -> int:
     if not path.exists():
         raise StoreError(f"no store at {path}")
     target = Path(dest)
-    if target.exists():
-        raise StoreError(f"{target} exists; clerk does not overwrite files")
+    try:  # claimed with O_EXCL (never overwritten) and owner-only: it is the whole store
+        os.close(open_private(target, os.O_RDWR | os.O_EXCL))
+    except FileExistsError:
+        raise StoreError(f"{target} exists; clerk does not overwrite files") from None
+    except OSError as exc:
+        raise StoreError(f"cannot write the backup {target}: {exc.strerror}") from None
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     copy = sqlite3.connect(str(target))
     pages = 0

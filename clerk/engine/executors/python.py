@@ -45,6 +45,7 @@ from clerk.engine.executors.pyworker import resolve
 from clerk.engine.fields import dump_fields
 from clerk.engine.process import CappedLog, environ, run_process
 from clerk.errors import ClerkError, SpecError
+from clerk.private import private_dir, write_private
 
 WORKER = "clerk.engine.executors.pyworker"
 _CALL = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -87,14 +88,14 @@ class PythonExecutor(Executor):
             return TaskResult(False, error_code=CONFIG, message=str(exc), recoverable=False)
         job = context.stdout_log.with_suffix(".call.json")
         result_file = context.stdout_log.with_suffix(".result.json")
-        job.parent.mkdir(parents=True, exist_ok=True)
-        job.write_text(json.dumps({
+        private_dir(job.parent)
+        write_private(job, json.dumps({
             "call": self.call,
             "fields": json.loads(dump_fields(context.fields)),
             "tasks": {name: dict(outputs) for name, outputs in context.upstream.items()},
             "kwargs": json.loads(dump_fields(kwargs)),
             "result": str(result_file),
-        }), encoding="utf-8")  # fmt: skip
+        }).encode())  # fmt: skip
         try:
             result = run_process([sys.executable, "-m", WORKER, str(job)], env=env, cwd=cwd,
                                  context=context)  # fmt: skip
