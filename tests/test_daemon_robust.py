@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import sqlite_utils
 from test_daemon_support import (
@@ -30,12 +31,20 @@ Clerk = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def dirs(tmp_path: Path, clerk_home: Path, write_rules: Callable[[str], Path]) -> tuple[Path, Path]:
+def settle() -> str:
+    """The inbox's settle (a test says `@pytest.mark.parametrize("settle", [...])`)."""
+    return "0.2s"
+
+
+@pytest.fixture
+def dirs(
+    tmp_path: Path, clerk_home: Path, write_rules: Callable[[str], Path], settle: str
+) -> tuple[Path, Path]:
     inbox, archive = tmp_path / "inbox", tmp_path / "archive"
     inbox.mkdir()
     archive.mkdir()
     write_rules(
-        f"roots:\n  inbox: {{path: {inbox}, settle: 0.2s}}\n"
+        f"roots:\n  inbox: {{path: {inbox}, settle: {settle}}}\n"
         f"  archive: {{path: {archive}, watch: false}}\nrules:\n  - name: text\n"
         f"    in: inbox\n    match: [{{extension: txt}}]\n"
         f"    actions: [{{move: '{archive}/{{name}}'}}]\n"
@@ -50,6 +59,52 @@ def _sock(clerk_home: Path) -> Path:
 
 def _status(clerk_home: Path) -> dict[str, object]:
     return request(_sock(clerk_home), "status")
+
+
+# `settle: 0s` (issue 12): a path judged still open was rescheduled at now + 0 and looked
+# at again in the same loop turn, forever: the daemon moved some files, then spun at
+# 100% CPU, never reconciled and ignored SIGTERM. Any settle must end.
+@pytest.mark.parametrize("settle", ["0s"])
+def test_settle_0s_handles_every_file_of_a_loop_and_stops_on_sigterm(
+    dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    inbox, archive = dirs
+    names = [f"f{i:03d}.txt" for i in range(500)]
+    with running_daemon(tmp_path) as (daemon, _):
+        for name in names:
+            (inbox / name).write_text(name)
+        wait_until(
+            lambda: len(os.listdir(archive)) == len(names),
+            what=f"all {len(names)} files moved (got {len(os.listdir(archive))})",
+        )
+        assert files_under(archive) == names and os.listdir(inbox) == []
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("settle", ["0s"])
+def test_settle_0s_a_file_held_open_does_not_pin_the_cpu(
+    dirs: tuple[Path, Path], tmp_path: Path, clerk_home: Path
+) -> None:
+    inbox, archive = dirs
+    with running_daemon(tmp_path) as (daemon, _):
+        with open(inbox / "held.txt", "w") as held:
+            held.write("begun")
+            held.flush()
+            wait_until(lambda: _status(clerk_home)["queue"] == 1, what="held.txt settling")
+            proc = psutil.Process(daemon.pid)
+            before, started = proc.cpu_times(), time.monotonic()
+            time.sleep(2.0)  # a measurement window, not a wait for a condition
+            after, elapsed = proc.cpu_times(), time.monotonic() - started
+            used = (after.user + after.system) - (before.user + before.system)
+            assert used < 0.25 * elapsed, f"{used:.2f}s of CPU in {elapsed:.2f}s while open"
+            (inbox / "other.txt").write_text("beside it")
+            wait_until(lambda: files_under(archive) == ["other.txt"], what="other.txt moved")
+            assert files_under(inbox) == ["held.txt"]  # open: it waits for its close
+            held.write(" and done")
+        wait_until(lambda: "held.txt" in files_under(archive), what="held.txt moved on close")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=10) == 0
 
 
 def test_a_root_that_vanishes_degrades_and_is_watched_again(

@@ -3,8 +3,10 @@ watch that feeds them (real directories, real events)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,13 @@ from test_daemon_support import wait_until
 from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDescriptor
 from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
 
-from clerk.daemon.settle import STUCK_OPEN_MINIMUM, FloodGauge, Settler
+from clerk.daemon.settle import (
+    OPEN_RECHECK_MAX,
+    RECHECK_FLOOR,
+    STUCK_OPEN_MINIMUM,
+    FloodGauge,
+    Settler,
+)
 from clerk.daemon.watch import FsEvent, Overflow, Watchers, _MoveGrouper, _Observer, _ReleasingQueue
 from clerk.rules.model import Root
 
@@ -124,6 +132,53 @@ def test_deleted_and_vanished_paths_are_dropped(tmp_path: Path) -> None:
     gone.unlink()
     assert _ready(settler, 2.0) == [] and _ready(settler, 4.0) == [str(kept)]
     assert len(settler) == 0
+
+
+@contextlib.contextmanager
+def _fails_after(seconds: float) -> Iterator[None]:
+    """A call that never returns (a livelock) fails the test instead of hanging it."""
+
+    def expired(signum: int, frame: Any) -> None:
+        raise AssertionError(f"still running after {seconds}s: a livelock?")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_settle_0s_an_open_file_is_looked_at_again_later_with_backoff(tmp_path: Path) -> None:
+    """`settle: 0s` rescheduled an open file at now + 0 = now: `due(now)` never returned."""
+    settler, root = Settler(), Root("inbox", str(tmp_path), settle=0.0)
+    path = tmp_path / "open.txt"
+    path.write_text("x")
+    settler.created_open(str(path), root, now=0.0)
+    looks = []
+    with _fails_after(5.0):
+        now = 0.0
+        while now < STUCK_OPEN_MINIMUM:
+            assert _ready(settler, now) == []
+            deadline = settler.next_deadline()
+            assert deadline is not None and deadline >= now + RECHECK_FLOOR
+            looks.append(deadline - now)
+            now = deadline
+    assert looks[:3] == pytest.approx([RECHECK_FLOOR, RECHECK_FLOOR, 2 * RECHECK_FLOOR])
+    assert max(looks) == pytest.approx(OPEN_RECHECK_MAX)  # backed off: a look per 2s
+    assert len(looks) < 40
+    assert _ready(settler, now) == [str(path)]  # still open after a minute: a lost close
+
+
+def test_due_looks_at_a_bounded_number_of_paths_per_call(tmp_path: Path) -> None:
+    settler, root = Settler(), Root("inbox", str(tmp_path), settle=0.0)
+    for i in range(25):
+        (tmp_path / f"{i}.txt").write_text("x")
+        settler.closed_after_write(str(tmp_path / f"{i}.txt"), root, "created", now=0.0)
+    assert len(settler.due(0.0, limit=10)) == 10
+    assert settler.next_deadline() == 0.0  # the rest is still due: the loop comes back
+    assert len(settler.due(0.0, limit=10)) == 10 and len(settler.due(0.0)) == 5
 
 
 # --- the watchdog watch that feeds the settler ------------------------------------------------

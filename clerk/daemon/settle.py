@@ -7,6 +7,12 @@ A path we saw made (IN_CREATE: its creator has it open) or opened and not yet cl
 waits, unless it has been still for `STUCK_OPEN_FACTOR` settle times (a close lost in an
 inotify overflow must not hold a file forever; a hard link, made without an open, does
 not count as open).
+Every look that does not decide is followed by the next one no sooner than
+`RECHECK_FLOOR` later, so any `settle`, `0s` included, ends: a look never reschedules a
+path into the turn that made it (a still-open file under `settle: 0s` was looked at
+again at once, forever). A file that stays open and unchanged is looked at less and less
+often (the interval doubles up to `OPEN_RECHECK_MAX`): its close wakes it anyway, the
+looks only notice a change or a lost close. One `due` call looks at most `limit` paths.
 Only the worker thread uses a `Settler`; it is not thread-safe.
 """
 
@@ -24,6 +30,9 @@ from clerk.rules.model import Root
 
 STUCK_OPEN_FACTOR = 12
 STUCK_OPEN_MINIMUM = 60.0
+RECHECK_FLOOR = 0.1  # seconds between two looks at one path, whatever its settle
+OPEN_RECHECK_MAX = 2.0  # an open, unchanged file: looks back off to one per this (or settle)
+DUE_LIMIT = 5000  # paths looked at per `due` call: the loop gets its turn between them
 
 
 @dataclass
@@ -35,6 +44,7 @@ class Pending:
     observed_at: float = 0.0
     closed: bool = False
     st: os.stat_result | None = None  # the last lstat of `_check`
+    open_wait: float = 0.0  # the interval between looks while open and unchanged (backoff)
 
 
 @dataclass(frozen=True)
@@ -132,14 +142,16 @@ class Settler:
             heapq.heappop(self._heap)  # stale: the path was rescheduled or forgotten
         return None
 
-    def due(self, now: float) -> list[Ready]:
-        """Paths whose time came and that are complete; others are rescheduled."""
+    def due(self, now: float, limit: int = DUE_LIMIT) -> list[Ready]:
+        """Paths whose time came and that are complete; others are rescheduled, later
+        than `now`. At most `limit` paths are looked at: the rest stay due."""
         ready: list[Ready] = []
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now and limit > 0:
             deadline, _, path = heapq.heappop(self._heap)
             entry = self.pending.get(path)
             if entry is None or entry.deadline != deadline:
                 continue
+            limit -= 1
             verdict = self._check(path, entry, now)
             if verdict is None:
                 continue  # rescheduled
@@ -166,6 +178,7 @@ class Settler:
             # changed since we last looked (or first look): the clock starts again,
             # unless the writer said it is done
             entry.observed, entry.observed_at = seen, now
+            entry.open_wait = 0.0
             if entry.closed and not self.is_open(path):
                 return True
             if not self.is_open(path) and time.time() - st.st_mtime >= settle:
@@ -173,21 +186,31 @@ class Settler:
                 # overflow's reconcile finds long after their close was lost): no need
                 # to watch it that long again
                 return True
-            self._schedule(path, entry, now + settle)
+            self._look_again(path, entry, now, now + settle)
             return None
         still_for = now - entry.observed_at
         if entry.closed and not self.is_open(path):
             return True
         if still_for + 1e-6 < settle:
-            self._schedule(path, entry, entry.observed_at + settle)
+            self._look_again(path, entry, now, entry.observed_at + settle)
             return None
-        if self.is_open(path) and still_for < max(STUCK_OPEN_MINIMUM, STUCK_OPEN_FACTOR * settle):
-            self._schedule(path, entry, now + settle)
+        stuck_after = max(STUCK_OPEN_MINIMUM, STUCK_OPEN_FACTOR * settle)
+        if self.is_open(path) and still_for < stuck_after:
+            # unchanged and open: back off (its close reschedules it at once anyway),
+            # but look when it would count as stuck
+            wait = entry.open_wait * 2 or max(settle, RECHECK_FLOOR)
+            entry.open_wait = min(wait, max(settle, OPEN_RECHECK_MAX))
+            stuck_at = entry.observed_at + stuck_after
+            self._look_again(path, entry, now, min(now + entry.open_wait, stuck_at))
             return None
         self._open.pop(path, None)
         return True
 
     # --- internals -----------------------------------------------------------------------------
+    def _look_again(self, path: str, entry: Pending, now: float, deadline: float) -> None:
+        """A look that did not decide: the next is no sooner than RECHECK_FLOOR from now."""
+        self._schedule(path, entry, max(deadline, now + RECHECK_FLOOR))
+
     def _schedule(self, path: str, entry: Pending, deadline: float) -> None:
         entry.deadline = deadline
         heapq.heappush(self._heap, (deadline, next(self._seq), path))
