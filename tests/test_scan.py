@@ -338,3 +338,50 @@ def test_a_stale_catalog_row_gives_way_to_the_file_now_there(world, write_rules,
     assert len(placed) == 1 and placed[0]["state"] == "present"
     assert placed[0]["size"] == len(png(2))
     assert sorted(r["state"] for r in rows) == ["gone", "present"]
+
+
+def test_a_trashed_file_keeps_its_name_in_the_catalog(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    """`files history/show ORIGINAL_PATH` find a trashed file; undo puts it back; a new
+    file may take the trashed one's place meanwhile."""
+    rules(
+        write_rules,
+        world,
+        """\
+  - name: junk
+    in: inbox
+    match: [{extension: junk}]
+    actions: [{trash: {}}]
+""",
+    )
+    path = world["inbox"] / "old.junk"
+    path.write_text("junk")
+    summary = json.loads(clerk("scan", "--json", check=True).stdout)
+    assert summary["done"] == {"trash": 1} and not path.exists()
+    shown = json.loads(clerk("files", "show", str(path), "--json", check=True).stdout)
+    assert (shown["root"], shown["relpath"], shown["state"]) == ("inbox", "old.junk", "trashed")
+    history = json.loads(clerk("files", "history", str(path), "--json", check=True).stdout)
+    assert [(h["kind"], h["src"], h["state"]) for h in history] == [("trash", str(path), "done")]
+    present = json.loads(clerk("files", "list", "--json", check=True).stdout)
+    assert present == []  # a trashed file is no longer in its root
+    everything = json.loads(clerk("files", "list", "--all", "--json", check=True).stdout)
+    assert [(r["relpath"], r["state"]) for r in everything] == [("old.junk", "trashed")]
+    # undo restores it, and the same catalog row is present at its place again
+    clerk("undo", "--batch", summary["batches"][0], check=True)
+    assert path.read_text() == "junk"
+    back = json.loads(clerk("files", "show", str(path), "--json", check=True).stdout)
+    assert (back["id"], back["relpath"], back["state"]) == (shown["id"], "old.junk", "present")
+    # trashed again, then another file arrives under the same name: both are catalogued,
+    # the path names the file there now, and the trashed one keeps its history
+    clerk("scan", check=True)
+    path.write_text("new junk, kept this time")
+    rules(write_rules, world, "  - name: tag\n    in: inbox\n    actions: [{tag: [kept]}]\n")
+    clerk("scan", check=True)
+    now = json.loads(clerk("files", "show", str(path), "--json", check=True).stdout)
+    assert now["state"] == "present" and now["id"] != shown["id"] and now["tags"] == ["kept"]
+    old = json.loads(clerk("files", "history", str(shown["id"]), "--json", check=True).stdout)
+    assert [h["kind"] for h in old] == ["trash", "move", "trash"]
+    everything = json.loads(clerk("files", "list", "--all", "--json", check=True).stdout)
+    assert sorted((r["relpath"], r["state"]) for r in everything) == [
+        ("old.junk", "present"),
+        ("old.junk", "trashed"),
+    ]

@@ -59,7 +59,7 @@ def _find_file(ctx: click.Context, spec: str) -> Any:
         row = catalog.by_id(int(spec))
     else:
         located = a.rules().roots.locate(os.path.normpath(os.path.abspath(spec)))
-        row = catalog.get(located[0].name, located[1]) if located else None
+        row = catalog.last_at(located[0].name, located[1]) if located else None
     if row is None:
         raise ClerkError(f"{spec} is not in the catalog (run `clerk scan` first?)")
     return row

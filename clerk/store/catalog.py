@@ -1,7 +1,9 @@
 """The file catalog: what clerk knows about every file it has seen.
 
-Rows are keyed by (root, relpath) while the file is inside a root; a row whose file left
-every root (trashed, deleted) keeps its id and history with `relpath` NULL.
+A present file is found by (root, relpath), unique among present rows. A file clerk
+removed (trashed, deleted, archived) keeps the place it had, so it is still found by the
+name it was known by (`last_at`), and its place is free for a new file. A file that
+vanished behind clerk's back (state gone) keeps its id and history with `relpath` NULL.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ UPSERT_TAIL = (
 )
 # the first of a block of file ids, taken from `sequences` (see reserve_ids)
 RESERVE_IDS = "UPDATE sequences SET next = next + ? WHERE name = 'files' RETURNING next - ?"
-# rows (root, relpath, id): whoever else holds one of these places gives it up
+# rows (root, relpath, id): whatever other present row holds one of these places gives
+# it up (a removed file's row keeps its place: it claims nothing)
 _RELEASE_HEAD = "UPDATE files SET relpath = NULL, state = 'gone' FROM ("
 _RELEASE_TAIL = (
     ") AS claim WHERE files.root = claim.column1 AND files.relpath = claim.column2"
-    " AND files.id != claim.column3"
+    " AND files.id != claim.column3 AND files.state = 'present'"
 )
+_STATE = 11  # index of `state` in a row's values (id, *_WRITTEN, ...)
 
 
 @dataclass
@@ -124,7 +128,10 @@ class Catalog:
         for start in range(0, len(relpaths), _CHUNK):
             chunk = [to_db(p) for p in relpaths[start : start + _CHUNK]]
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT {COLUMNS} FROM files WHERE root = ? AND relpath IN ({marks})"
+            sql = (
+                f"SELECT {COLUMNS} FROM files"
+                f" WHERE root = ? AND relpath IN ({marks}) AND state = 'present'"
+            )
             for row in self.db.execute(sql, [root, *chunk]).fetchall():
                 record = CatalogRow.from_sql(row)
                 found[record.relpath] = record
@@ -132,11 +139,25 @@ class Catalog:
 
     def knows_root(self, root: str) -> bool:
         """Does any catalog row place a file in `root`?"""
-        sql = "SELECT 1 FROM files WHERE root = ? AND relpath IS NOT NULL LIMIT 1"
+        sql = "SELECT 1 FROM files WHERE root = ? AND state = 'present' LIMIT 1"
         return self.db.execute(sql, [root]).fetchone() is not None
 
     def get(self, root: str, relpath: str) -> CatalogRow | None:
+        """The present file at (root, relpath)."""
         return self.rows_for(root, [relpath]).get(relpath)
+
+    def last_at(self, root: str, relpath: str) -> CatalogRow | None:
+        """The file known by (root, relpath): the present one, else the one clerk last
+        removed from there (trashed, deleted, archived)."""
+        present = self.get(root, relpath)
+        if present is not None:
+            return present
+        sql = (
+            f"SELECT {COLUMNS} FROM files WHERE root = ? AND relpath = ?"
+            " AND state IN ('trashed', 'deleted', 'archived') ORDER BY last_seen DESC, id DESC"
+        )
+        row = self.db.execute(sql, [root, to_db(relpath)]).fetchone()
+        return CatalogRow.from_sql(row) if row else None
 
     def by_id(self, file_id: int) -> CatalogRow | None:
         row = self.db.execute(f"SELECT {COLUMNS} FROM files WHERE id = ?", [file_id]).fetchone()
@@ -220,7 +241,7 @@ class Catalog:
                 row.id = first + offset
         values = _without_double_claims([(row.id, *self._values(row), now, now) for row in rows])
         conn = self.db.conn
-        places = [(v[1], v[2], v[0]) for v in values if v[2] is not None]
+        places = [(v[1], v[2], v[0]) for v in values if v[_STATE] == "present"]
         execute_rows(conn, _RELEASE_HEAD, places, tail=_RELEASE_TAIL)
         execute_rows(conn, UPSERT_HEAD, values, tail=UPSERT_TAIL)
 
@@ -234,9 +255,9 @@ class Catalog:
 
     @staticmethod
     def _values(row: CatalogRow) -> tuple[Any, ...]:
-        present = row.state == "present"
+        placed = row.state != "gone"  # a removed file keeps the place it had (see above)
         return (
-            row.root, to_db(row.relpath) if present else None, row.size, row.mtime_ns,
+            row.root, to_db(row.relpath) if placed else None, row.size, row.mtime_ns,
             row.dev, row.inode, row.mime, row.hash,
             json.dumps(sorted(row.tags)) if row.tags else None, encode_attrs(row.attrs),
             row.state,
@@ -301,16 +322,20 @@ class Catalog:
 
 
 def _without_double_claims(values: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Of rows (id, root, relpath, ...) claiming one place, all but the last lose it."""
+    """Of present rows (id, root, relpath, ...) claiming one place, all but the last lose it."""
     last: dict[tuple[Any, Any], int] = {}
+    claims = 0
     for index, row in enumerate(values):
-        if row[2] is not None:
+        if row[_STATE] == "present":
             last[row[1], row[2]] = index
-    if len(last) == sum(1 for row in values if row[2] is not None):
+            claims += 1
+    if len(last) == claims:
         return values  # the common case: every place claimed once
     keep = set(last.values())
     return [
-        row if row[2] is None or index in keep else (*row[:2], None, *row[3:11], "gone", *row[12:])
+        row
+        if row[_STATE] != "present" or index in keep
+        else (*row[:2], None, *row[3:_STATE], "gone", *row[_STATE + 1 :])
         for index, row in enumerate(values)
     ]
 

@@ -10,8 +10,8 @@ migrations = Migrations("clerk")
 @migrations()
 def m001_catalog_and_journal(db: Database) -> None:
     # The catalog: one row per file clerk has seen. `relpath` is NULL once the file has
-    # left every root (trashed, deleted), so the row keeps its history without blocking
-    # a new file at the same place.
+    # left every root, so the row keeps its history without blocking a new file at the
+    # same place (since m005 a file clerk removed keeps its place).
     db.table("files").create(
         {
             "id": int,
@@ -188,3 +188,19 @@ def m004_pending_ops_index(db: Database) -> None:
     # added); one of only the pending ops stays as small as a batch.
     db.execute("DROP INDEX IF EXISTS idx_ops_state")
     db.execute("CREATE INDEX idx_ops_pending ON ops(id) WHERE state = 'pending'")
+
+
+@migrations()
+def m005_removed_files_keep_their_place(db: Database) -> None:
+    # A file clerk trashed, deleted or archived keeps the root and relpath it had, so
+    # `clerk files history PATH` finds it by the name it was known by. Only present
+    # files claim a place: a new file may arrive where a trashed one was. Files that
+    # vanished behind clerk's back (state gone) still give their place up (NULL).
+    db.execute("DROP INDEX IF EXISTS idx_files_location")
+    db.execute(
+        "CREATE UNIQUE INDEX idx_files_place ON files(root, relpath) WHERE state = 'present'"
+    )
+    db.execute(
+        "CREATE INDEX idx_files_removed ON files(root, relpath)"
+        " WHERE state IN ('trashed', 'deleted', 'archived')"
+    )
