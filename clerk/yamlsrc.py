@@ -23,16 +23,23 @@ def _yaml() -> YAML:
     return yaml
 
 
+def read_text(path: Path) -> tuple[str | None, list[Problem]]:
+    """The text of a YAML file, or None and the problem that stopped reading it."""
+    try:
+        return path.read_text(encoding="utf-8"), []
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(Location(str(path)), f"cannot read: {exc}")]
+
+
 def load_documents(path: Path, text: str | None = None) -> tuple[list[Any], list[Problem]]:
     """Parse every YAML document in `path`; return (documents, problems).
 
     A syntax error becomes one `Problem` at the line ruamel reports, never an exception.
     """
     if text is None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            return [], [Problem(Location(str(path)), f"cannot read: {exc}")]
+        text, problems = read_text(path)
+        if text is None:
+            return [], problems
     try:
         docs = [d for d in _yaml().load_all(text) if d is not None]
     except MarkedYAMLError as exc:
@@ -83,6 +90,36 @@ def node_location(file: str, node: Any) -> Location:
     if lc is not None and lc.line is not None:
         return Location(file, lc.line + 1, (lc.col or 0) + 1)
     return Location(file)
+
+
+def offset_location(where: Location, line: str | None, offset: int) -> Location:
+    """Where character `offset` of the one-line scalar written at `where` is.
+
+    Follows the quoting: `''` in a single-quoted scalar is one character, an escape in
+    a double-quoted one (`\\`, `\x41`) is one. A scalar that does not fit on its line
+    (folded, a block scalar) has no such place: `where` itself.
+    """
+    start = where.col - 1
+    if line is None or not where.line or not 0 <= start < len(line):
+        return where
+    quote = line[start]
+    if quote not in "'\"":
+        return where._replace(col=where.col + offset) if start + offset < len(line) else where
+    i, seen = start + 1, 0
+    while i < len(line):
+        if seen == offset:
+            return where._replace(col=i + 1)
+        c = line[i]
+        if c == quote and not (quote == "'" and line.startswith("''", i)):
+            return where  # the scalar ended first: it goes on on the next line
+        if quote == "'" and c == "'":
+            i += 2
+        elif quote == '"' and c == "\\":
+            i += {"x": 4, "u": 6, "U": 10}.get(line[i + 1 : i + 2], 2)
+        else:
+            i += 1
+        seen += 1
+    return where
 
 
 def plain(node: Any) -> Any:

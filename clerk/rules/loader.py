@@ -49,8 +49,17 @@ from clerk.rules.model import (
     Rule,
     RuleSet,
 )
+from clerk.rules.patterns import PatternError, globs_pattern
 from clerk.rules.suggest import hint, unknown
-from clerk.yamlsrc import key_location, load_documents, node_location, plain, value_location
+from clerk.yamlsrc import (
+    key_location,
+    load_documents,
+    node_location,
+    offset_location,
+    plain,
+    read_text,
+    value_location,
+)
 
 TOP_KEYS = ("roots", "rules", "workflows")
 ROOT_KEYS = ("path", "recursive", "watch", "poll", "settle", "ignore", "follow_symlinks")
@@ -122,8 +131,10 @@ def load_rules(
     state = _State(registry)
     readers: list[_DocReader] = []
     for path in files:
-        docs, problems = load_documents(Path(path))
-        state.problems.extend(problems)
+        text, problems = read_text(Path(path))
+        docs, more = ([], []) if text is None else load_documents(Path(path), text)
+        state.problems.extend([*problems, *more])
+        state.sources[str(path)] = text or ""
         base_dir = os.path.dirname(os.path.abspath(path))
         readers.extend(_DocReader(state, str(path), base_dir, doc) for doc in docs)
     # Roots first, from every file: rules may name roots declared in a later file, and
@@ -206,6 +217,15 @@ class _State:
         self.workflows: dict[str, Any] = {}
         self.workflow_sources: dict[str, WorkflowSource] = {}
         self.rebase_map: dict[str, str] = {}  # original root path -> overridden path
+        self.sources: dict[str, str] = {}  # file -> its text, to point inside a scalar
+        self._lines: dict[str, list[str]] = {}
+
+    def line(self, file: str, number: int) -> str | None:
+        """Line `number` (1-based) of a rule file as it was read."""
+        if file not in self._lines:
+            self._lines[file] = self.sources.get(file, "").splitlines()
+        lines = self._lines[file]
+        return lines[number - 1] if 0 < number <= len(lines) else None
 
     def error(self, where: Location, message: str, severity: str = "error") -> None:
         self.problems.append(Problem(where, message, severity))
@@ -438,6 +458,11 @@ class _DocReader:
         path = self.root_path(spec, "path", name)
         settle = self.opt_duration(spec, "settle")
         own_ignore = self.str_items(spec, "ignore", "a glob") if "ignore" in spec else []
+        for glob, glob_at in own_ignore or []:
+            try:
+                globs_pattern([glob])
+            except PatternError as exc:
+                self.error(glob_at, f"ignore: {exc}")
         ignore = dict.fromkeys([*DEFAULT_IGNORE, *(g for g, _ in own_ignore or [])])
         options = {
             key: self.opt_bool(spec, key, default)
@@ -641,6 +666,8 @@ class _DocReader:
             return self.no_match(where, message)
         try:
             built = cls(plain(node[key]))
+        except PatternError as exc:
+            return self.no_match(self.pattern_at(node, key, exc), _prefixed(key, str(exc)))
         except (SpecError, ClerkError) as exc:
             return self.no_match(self.value_at(node, key), _prefixed(key, str(exc)))
         except Exception as exc:  # a plugin's bug must not stop the other checks
@@ -651,6 +678,12 @@ class _DocReader:
                 f" {type(exc).__name__}: {exc}",
             )
         return FilterNode(key, built, where)
+
+    def pattern_at(self, node: Any, key: Any, exc: PatternError) -> Location:
+        """Where the trouble in a pattern is: in the scalar under `node[key]` that holds it."""
+        holder, holder_key = _holding(node, key, exc.pattern)
+        where = self.value_at(holder, holder_key)
+        return offset_location(where, self.state.line(self.file, where.line), exc.offset)
 
     def no_match(self, where: Location, message: str) -> MatchNode:
         """Report `message`; stand in a node that matches nothing (fail closed)."""
@@ -838,6 +871,21 @@ class _DocReader:
             self.error(self.key_at(doc, "metadata"), "metadata: needs a name:")
             return None, where
         return self.opt_str(metadata, "name"), self.value_at(metadata, "name")
+
+
+def _holding(node: Any, key: Any, text: str) -> tuple[Any, Any]:
+    """The container and key, at or under `node[key]`, whose value is the string `text`."""
+    stack = [(node, key)]
+    while stack:
+        holder, holder_key = stack.pop()
+        value = holder[holder_key]
+        if isinstance(value, str) and value == text:
+            return holder, holder_key
+        if isinstance(value, dict):
+            stack.extend((value, k) for k in reversed(list(value)))
+        elif isinstance(value, list):
+            stack.extend((value, i) for i in reversed(range(len(value))))
+    return node, key
 
 
 def _options(cls: type) -> frozenset[str]:

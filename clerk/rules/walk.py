@@ -7,15 +7,14 @@ that are other roots (they are walked as themselves), and trash directories.
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
 from clerk.rules.model import Root, RootSet
+from clerk.rules.patterns import globs_pattern
 
 ALWAYS_IGNORED = (".clerk-tmp-*",)
 SKIPPED_DIRS = (".Trash-*", ".Trash")
@@ -31,10 +30,9 @@ class Candidate:
 
 @lru_cache(maxsize=256)
 def ignore_matcher(globs: tuple[str, ...]) -> Callable[[str], bool]:
-    """One compiled regex for all of a root's ignore globs."""
-    patterns = [fnmatch.translate(g) for g in (*globs, *ALWAYS_IGNORED)]
-    regex = re.compile("|".join(f"(?:{p})" for p in patterns))
-    return lambda name: regex.match(name) is not None
+    """One compiled pattern for all of a root's ignore globs."""
+    pattern = globs_pattern((*globs, *ALWAYS_IGNORED))
+    return lambda name: pattern.fullmatch(name) is not None
 
 
 def walk_root(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable
 from datetime import date, datetime
@@ -11,6 +10,7 @@ from typing import Any
 from clerk.errors import SpecError
 from clerk.plugins.api import FileInfo, Filter, Verdict
 from clerk.plugins.hookspecs import hookimpl
+from clerk.rules.patterns import Pattern, compile_pattern, glob_pattern
 from clerk.units import (
     Comparison,
     format_duration,
@@ -28,47 +28,6 @@ def _strings(value: Any, what: str) -> list[str]:
                             for v in items):  # fmt: skip
         raise SpecError(f"{what} wants a string or a list of strings, got {value!r}")
     return [str(v) for v in items]
-
-
-def _compile(pattern: str, flags: int = 0) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern, flags)
-    except re.error as exc:
-        raise SpecError(f"invalid regular expression {pattern!r}: {exc}") from None
-
-
-def glob_to_regex(glob: str, *, case_sensitive: bool = True) -> re.Pattern[str]:
-    """Translate a path glob: `*` and `?` stay inside one component, `**` crosses them."""
-    out, i = [], 0
-    while i < len(glob):
-        c = glob[i]
-        if glob.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif glob.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            end = glob.find("]", i + 1)
-            if end == -1:
-                out.append(re.escape(c))
-                i += 1
-            else:
-                body = glob[i + 1 : end].replace("\\", "\\\\")
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = end + 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return _compile("(?s:" + "".join(out) + r")\Z", 0 if case_sensitive else re.IGNORECASE)
 
 
 class NameFilter(Filter):
@@ -97,13 +56,12 @@ class NameFilter(Filter):
         else:
             globs = _strings(value, "name")
         self.globs = globs
-        flags = 0 if self.case_sensitive else re.IGNORECASE
-        self.patterns = [_compile(fnmatch.translate(g), flags) for g in globs]
+        self.patterns = [glob_pattern(g, ignore_case=not self.case_sensitive) for g in globs]
 
     def match(self, file: FileInfo) -> Verdict:
         name = file.name
         for glob, pattern in zip(self.globs, self.patterns, strict=True):
-            if pattern.match(name):
+            if pattern.fullmatch(name) is not None:
                 return Verdict(True, f"name matches {glob!r}", seen=name, wanted=self.globs)
         return Verdict(
             False, f"name {name!r} matches none of {self.globs}", seen=name, wanted=self.globs
@@ -135,7 +93,7 @@ class RegexFilter(Filter):
             value = value["pattern"]
         if not isinstance(value, str):
             raise SpecError(f"regex wants a pattern string, got {value!r}")
-        self.pattern = _compile(value)
+        self.pattern = compile_pattern(value)
 
     def provides(self) -> frozenset[str]:
         return frozenset(self.pattern.groupindex)
@@ -145,7 +103,7 @@ class RegexFilter(Filter):
         m = self.pattern.search(subject)
         if m is None:
             return Verdict(False, f"{self.on} does not match /{self.pattern.pattern}/")
-        fields = {k: v for k, v in m.groupdict().items() if v is not None}
+        fields = m.groupdict()
         return Verdict(True, f"{self.on} matches /{self.pattern.pattern}/", fields)
 
 
@@ -178,11 +136,12 @@ class MimeFilter(Filter):
         for glob in self.globs:
             if "/" not in glob:
                 raise SpecError(f"mime wants a type like image/* or application/pdf, got {glob!r}")
+        self.patterns = [glob_pattern(g) for g in self.globs]
 
     def match(self, file: FileInfo) -> Verdict:
         mime = file.mime
-        for glob in self.globs:
-            if fnmatch.fnmatchcase(mime, glob):
+        for glob, pattern in zip(self.globs, self.patterns, strict=True):
+            if pattern.fullmatch(mime) is not None:
                 return Verdict(True, f"mime {mime} matches {glob}", seen=mime, wanted=self.globs)
         return Verdict(
             False, f"mime {mime} matches none of {self.globs}", seen=mime, wanted=self.globs
@@ -289,11 +248,11 @@ class PathFilter(Filter):
     def __init__(self, value: Any):
         super().__init__(value)
         self.globs = _strings(value, "path")
-        self.patterns = [glob_to_regex(g.lstrip("/")) for g in self.globs]
+        self.patterns = [glob_pattern(g.lstrip("/"), path=True) for g in self.globs]
 
     def match(self, file: FileInfo) -> Verdict:
         for glob, pattern in zip(self.globs, self.patterns, strict=True):
-            if pattern.match(file.relpath):
+            if pattern.fullmatch(file.relpath) is not None:
                 return Verdict(
                     True, f"path {file.relpath!r} matches {glob!r}",
                     seen=file.relpath, wanted=self.globs,
@@ -315,17 +274,16 @@ class ContentFilter(Filter):
 
     def __init__(self, value: Any):
         super().__init__(value)
-        flags = 0
+        ignore_case = False
         if isinstance(value, dict):
             unknown = set(value) - {"pattern", "case_sensitive"}
             if unknown or "pattern" not in value:
                 raise SpecError("content wants a pattern (and optionally case_sensitive)")
-            if not value.get("case_sensitive", True):
-                flags = re.IGNORECASE
+            ignore_case = not value.get("case_sensitive", True)
             value = value["pattern"]
         if not isinstance(value, str):
             raise SpecError(f"content wants a regular expression, got {value!r}")
-        self.pattern = _compile(value, flags)
+        self.pattern = compile_pattern(value, ignore_case=ignore_case)
 
     def provides(self) -> frozenset[str]:
         return frozenset(self.pattern.groupindex)
@@ -337,7 +295,7 @@ class ContentFilter(Filter):
         m = self.pattern.search(head.decode("utf-8", errors="replace"))
         if m is None:
             return Verdict(False, f"content does not match /{self.pattern.pattern}/")
-        fields = {k: v for k, v in m.groupdict().items() if v is not None}
+        fields = m.groupdict()
         return Verdict(True, f"content matches /{self.pattern.pattern}/", fields)
 
 
@@ -403,6 +361,12 @@ class AttrFilter(Filter):
                     f"attr keys are namespace.attribute (like exif.camera), got {key!r}"
                 )
             self.tests.append((namespace, attr, want))
+        # string wants are case-insensitive globs, compiled once
+        self._globs = {
+            want: glob_pattern(want, ignore_case=True)
+            for _, _, want in self.tests
+            if isinstance(want, str)
+        }
 
     def namespaces(self) -> frozenset[str]:
         return frozenset(ns for ns, _, _ in self.tests)
@@ -415,7 +379,8 @@ class AttrFilter(Filter):
         wanted = {f"{ns}.{attr}": want for ns, attr, want in self.tests}
         for namespace, attr, want in self.tests:
             have = seen[f"{namespace}.{attr}"] = file.attrs(namespace).get(attr)
-            if not _attr_matches(have, want):
+            glob = self._globs.get(want) if isinstance(want, str) else None
+            if not _attr_matches(have, want, glob):
                 return Verdict(False, f"{namespace}.{attr} is {have!r}", seen=seen, wanted=wanted)
         return Verdict(
             True, ", ".join(f"{key} {seen[key]!r} ~ {want!r}" for key, want in wanted.items()),
@@ -423,7 +388,7 @@ class AttrFilter(Filter):
         )  # fmt: skip
 
 
-def _attr_matches(have: Any, want: Any) -> bool:
+def _attr_matches(have: Any, want: Any, glob: Pattern | None) -> bool:
     if isinstance(want, bool):
         return (have is not None and have is not False) == want
     if have is None:
@@ -432,7 +397,7 @@ def _attr_matches(have: Any, want: Any) -> bool:
         cmp = re.match(r"^\s*(>=|<=|>|<|==|!=)\s*(-?\d+(?:\.\d+)?)\s*$", want)
         if cmp and isinstance(have, int | float):
             return Comparison(cmp.group(1), float(cmp.group(2))).test(float(have))
-        return fnmatch.fnmatch(str(have).lower(), want.lower())
+        return glob is not None and glob.fullmatch(str(have)) is not None
     return bool(have == want)
 
 
