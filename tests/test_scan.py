@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -385,3 +386,37 @@ def test_a_trashed_file_keeps_its_name_in_the_catalog(world, write_rules, clerk)
         ("old.junk", "present"),
         ("old.junk", "trashed"),
     ]
+
+
+def test_a_chained_rule_reads_facts_where_the_file_is(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
+    """After a planned move (`continue: true`), MIME, content and hash are read from the
+    file where it is, not from its planned place (that said "mime failed ... No such
+    file", cached application/octet-stream and matched no content)."""
+    out = world["out"]
+    rules(
+        write_rules,
+        world,
+        f"""\
+  - name: first
+    in: inbox
+    actions: [{{move: "{out}/{{name}}"}}]
+    continue: true
+  - name: second
+    in: inbox
+    match: [{{mime: "text/*"}}, {{content: 'hello (?P<who>\\w+)'}}]
+    actions: [{{tag: ["{{who}}", "{{mime}}"]}}, {{copy: "{out}/{{hash}}-{{name}}"}}]
+""",
+    )
+    (world["inbox"] / "a.txt").write_text("hello world\n")
+    digest = hashlib.blake2b(b"hello world\n").hexdigest()
+    copy = f"{out}/{digest}-a.txt"
+    dry = clerk("scan", "--dry-run", check=True)
+    assert f"[second] copy {out}/a.txt -> {copy}" in dry.stdout, dry.stdout
+    assert "would do: 1 copy, 1 move, 1 tag" in dry.stdout and "failed" not in dry.stderr
+    result = clerk("scan", check=True)
+    assert "done: 1 copy, 1 move, 1 tag; 0 skipped, 0 failed" in result.stdout, result.stderr
+    assert "No such file" not in result.stderr
+    assert (out / "a.txt").read_text() == (Path(copy)).read_text() == "hello world\n"
+    shown = json.loads(clerk("files", "show", str(out / "a.txt"), "--json", check=True).stdout)
+    assert shown["mime"] == "text/plain" and shown["tags"] == ["text/plain", "world"]
+    assert shown["errors"] == []

@@ -608,6 +608,8 @@ class Engine:
                     broken = True
                 if result.ok and result.kind in _RELOCATING and result.dst:
                     path = result.dst
+                    if result.status == "done":  # facts are read there from now on
+                        plan.file.moved_to(self._view_at(plan.file, path))
                 continue
             effect = step.action
             assert isinstance(effect, EffectAction)

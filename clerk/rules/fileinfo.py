@@ -4,6 +4,10 @@ Everything beyond the stat is computed lazily and at most once: the MIME type (l
 only when a rule asks for it, the content hash only for `duplicate` (and only when
 another catalogued file has the same size), the first KiB only for `content`. Values
 cached in the catalog are reused while (dev, inode, size, mtime) still match.
+
+A view of the file at a planned place (`at`, for rules after a move with `continue:
+true`) has that place's path and name, but facts are always read from the file where it
+is (`here`): the walked path until an op has actually moved it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class Facts(Protocol):
     @property
     def classifiers(self) -> Mapping[str, Any]: ...  # by namespace (templates may name them)
 
-    def mime(self, file: FileInfo) -> str: ...
+    def mime(self, file: FileInfo) -> str: ...  # of the file where it is (`file.here`)
     def hash(self, file: FileInfo) -> str: ...
     def attrs(self, file: FileInfo, namespace: str) -> dict[str, Any]: ...
     def duplicate_of(self, file: FileInfo) -> str | None: ...
@@ -79,6 +83,7 @@ class FileInfo:
         # reference to itself would make every FileInfo garbage that only the cyclic
         # collector frees, and a scan makes one per file.
         self._origin: FileInfo | None = None
+        self._here: FileInfo | None = None  # on the origin: the file after a done move
 
     def at(self, root: Root, path: str, relpath: str) -> FileInfo:
         """A view of the same file at another place (after a planned move).
@@ -122,12 +127,23 @@ class FileInfo:
         """The first view of this file in this run: facts computed by any view live there."""
         return self._origin or self
 
+    @property
+    def here(self) -> FileInfo:
+        """The view of the file where it is now, to read its content from: the walked
+        path, or where an op (not just a plan) has moved it (see `moved_to`)."""
+        origin = self.origin
+        return origin._here or origin
+
+    def moved_to(self, view: FileInfo) -> None:
+        """An op has moved the file to `view`'s place: read it there from now on."""
+        self.origin._here = view
+
     # --- lazy facts --------------------------------------------------------------------
     @property
     def mime(self) -> str:
         origin = self.origin
         if origin._mime is None:
-            origin._mime = self._facts.mime(self)
+            origin._mime = self._facts.mime(self.here)
             origin.computed.add("mime")
         return origin._mime
 
@@ -135,7 +151,7 @@ class FileInfo:
     def hash(self) -> str:
         origin = self.origin
         if origin._hash is None:
-            origin._hash = self._facts.hash(self)
+            origin._hash = self._facts.hash(self.here)
             origin.computed.add("hash")
         return origin._hash
 
@@ -150,18 +166,19 @@ class FileInfo:
     @property
     def head(self) -> bytes:
         """The first KiB of the file (empty if it cannot be read)."""
-        if self._head is None:
+        origin = self.origin
+        if origin._head is None:
             try:
-                with open(self.path, "rb") as fh:
-                    self._head = fh.read(HEAD_BYTES)
+                with open(self.here.path, "rb") as fh:
+                    origin._head = fh.read(HEAD_BYTES)
             except OSError:
-                self._head = b""
-        return self._head
+                origin._head = b""
+        return origin._head
 
     def attrs(self, namespace: str) -> dict[str, Any]:
         known = self.origin._attrs  # the same dict in every view
         if namespace not in known:
-            known[namespace] = self._facts.attrs(self, namespace)
+            known[namespace] = self._facts.attrs(self.here, namespace)
             self.origin.computed.add("attrs")
         return known[namespace]
 
