@@ -13,7 +13,6 @@ write happens on the thread that calls `Daemon.run()` (the main thread).
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import gc
 import heapq
 import itertools
@@ -44,7 +43,7 @@ from clerk.daemon.settle import FloodGauge, Ready, Settler
 from clerk.daemon.watch import FsEvent, Overflow, Watchers
 from clerk.errors import ConfigError, Problem
 from clerk.fileops.types import OpResult
-from clerk.rules.walk import SKIPPED_DIRS, Candidate, candidate_for, ignore_matcher, walk_root
+from clerk.rules.walk import Candidate, accepts, candidate_for, walk_root
 from clerk.store import write_txn
 
 if TYPE_CHECKING:
@@ -383,7 +382,9 @@ class Daemon:
         if located is None:
             return
         root, relpath = located
-        if not root.watch or root.name in self.unavailable or not _wanted(root, relpath):
+        if not root.watch or root.name in self.unavailable:
+            return
+        if not accepts(root, relpath, is_dir=event.is_dir):  # what the walk would skip
             return
         now = time.monotonic()
         if event.is_dir:
@@ -1102,16 +1103,6 @@ def _collect(errors: list[str]) -> Callable[[str, OSError], None]:
         errors.append(f"{path}: cannot read: {exc.strerror or exc}")
 
     return on_error
-
-
-def _wanted(root: Root, relpath: str) -> bool:
-    """What `walk_root` would yield: not ignored, not in a trash dir, recursive or top."""
-    parts = relpath.split("/")
-    if not root.recursive and len(parts) > 1:
-        return False
-    if ignore_matcher(root.ignore)(parts[-1]):
-        return False
-    return not any(fnmatch.fnmatch(part, glob) for part in parts[:-1] for glob in SKIPPED_DIRS)
 
 
 def _where() -> Any:

@@ -44,7 +44,7 @@ from clerk.rules.model import (
     Skip,
 )
 from clerk.rules.templates import Renderer
-from clerk.rules.walk import Candidate, candidate_for, walk_root
+from clerk.rules.walk import Candidate, candidate_for, refuse_ignored, walk_root
 from clerk.store import store_path, write_txn
 from clerk.store.catalog import Catalog, CatalogRow, CatalogWriter
 
@@ -700,7 +700,8 @@ class Engine:
                     raise ClerkError(f"{path} is not inside any root")
                 if not os.path.exists(absolute):
                     raise ClerkError(f"{path} does not exist")
-                root = located[0]
+                root, relpath = located
+                refuse_ignored(path, root, relpath, is_dir=os.path.isdir(absolute))
                 yield root, absolute, absolute == root.path
             return
         names = root_names or self._roots_in_use(only, trigger)

@@ -22,7 +22,7 @@ from clerk.errors import ClerkError
 from clerk.plugins.api import Verdict
 from clerk.rules.engine import FileOutcome, op_as_dict
 from clerk.rules.model import TRIGGERS, AllNode, AnyNode, FilterNode, MatchNode, NotNode, Rule
-from clerk.rules.walk import Candidate, candidate_for
+from clerk.rules.walk import Candidate, explicit_candidate
 from clerk.units import format_duration
 
 if TYPE_CHECKING:
@@ -185,9 +185,7 @@ def explain(
     if trigger not in TRIGGERS:
         raise ClerkError(f"unknown trigger {trigger!r} (one of {', '.join(sorted(TRIGGERS))})")
     absolute = os.path.normpath(os.path.abspath(os.path.expanduser(path)))
-    candidate = candidate_for(absolute, engine.ruleset.roots)
-    if candidate is None:
-        raise ClerkError(f"{path} is not a regular file inside any root")
+    candidate = explicit_candidate(absolute, engine.ruleset.roots)
     names = list(rule_names)
     trace = PlanTrace()
     with engine.tracing(trace):

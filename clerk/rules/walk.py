@@ -1,8 +1,16 @@
-"""Walk roots for candidate files: one pass, lstat once, skip what clerk never touches.
+"""Which files of a root clerk handles, and the walk that finds them.
 
-Skipped: names matching the root's ignore globs, clerk's own temp files, symlinks
-(unless the root says `follow_symlinks: true`), FIFOs, sockets and devices, directories
-that are other roots (they are walked as themselves), and trash directories.
+One decision, `accepts(root, relpath)`, asked by everything that meets a path: the walk
+(`clerk scan`, the daemon's reconcile, lifecycle sweeps), the daemon's watch events and
+explicit paths (`clerk scan PATH`, `clerk explain PATH`). A path is handled when no part
+of it matches the root's ignore globs (a file's name, or any directory's name above it:
+an ignored directory's whole tree is skipped) or clerk's own temp files, no directory
+above it is a trash directory, and it is at the top of a root that is not recursive.
+The walk asks the same questions one name at a time as it goes down (`_Selection`).
+
+What a path is decides the rest, from its lstat: symlinks are skipped (unless the root
+says `follow_symlinks: true`), and so are FIFOs, sockets and devices; directories that
+are other roots are walked as themselves.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
+from clerk.errors import ClerkError
 from clerk.rules.model import Root, RootSet
 from clerk.rules.patterns import globs_pattern
 
@@ -35,6 +44,73 @@ def ignore_matcher(globs: tuple[str, ...]) -> Callable[[str], bool]:
     return lambda name: pattern.fullmatch(name) is not None
 
 
+class _Selection:
+    """A root's `accepts`, one name at a time: the walk asks it per entry."""
+
+    def __init__(self, ignore: tuple[str, ...], recursive: bool):
+        self.ignore = ignore
+        self.ignored = ignore_matcher(ignore)
+        self.trash = ignore_matcher(SKIPPED_DIRS)
+        self.recursive = recursive
+
+    def keeps(self, name: str) -> bool:
+        """A file or directory of this name is looked at (its name is not ignored)."""
+        return not self.ignored(name)
+
+    def enters(self, name: str) -> bool:
+        """The walk goes down into a directory of this name."""
+        return self.recursive and not self.ignored(name) and not self.trash(name)
+
+    def rejection(self, relpath: str, is_dir: bool) -> str | None:
+        """Why the path is not handled, or None when it is."""
+        if relpath == ".":
+            return None if is_dir else "a root is not a file"
+        parts = relpath.split("/")
+        above = parts if is_dir else parts[:-1]
+        if above and not self.recursive:
+            return "the root is not recursive: only its top level is handled"
+        last = len(parts) - 1
+        for index, part in enumerate(parts):
+            if self.ignored(part):
+                globs = (*self.ignore, *ALWAYS_IGNORED)
+                glob = next((g for g in globs if fnmatch.fnmatchcase(part, g)), "?")
+                what = "directory" if index < last or is_dir else "name"
+                return f"{what} {part!r} matches the ignore glob {glob!r}"
+        for part in above:
+            if self.trash(part):
+                return f"{part!r} is a trash directory"
+        return None
+
+
+@lru_cache(maxsize=256)
+def _selection(ignore: tuple[str, ...], recursive: bool) -> _Selection:
+    return _Selection(ignore, recursive)
+
+
+def selection(root: Root) -> _Selection:
+    return _selection(root.ignore, root.recursive)
+
+
+def rejection(root: Root, relpath: str, *, is_dir: bool = False) -> str | None:
+    """Why clerk does not handle `relpath` (a file, or with `is_dir` a directory whose
+    files would be walked) of `root`, or None when it does. By the path alone."""
+    return selection(root).rejection(relpath, is_dir)
+
+
+def refuse_ignored(path: str, root: Root, relpath: str, *, is_dir: bool = False) -> None:
+    """For a path a person named (`clerk scan PATH`, `clerk explain PATH`): ClerkError
+    saying why, when the root does not handle it."""
+    why = rejection(root, relpath, is_dir=is_dir)
+    if why is not None:
+        raise ClerkError(f"{path} is ignored by root {root.name}: {why}")
+
+
+def accepts(root: Root, relpath: str, *, is_dir: bool = False) -> bool:
+    """Whether clerk handles the file `relpath` of `root` (with `is_dir`: walks into the
+    directory `relpath`). The one answer for the walk, the daemon and explicit paths."""
+    return selection(root).rejection(relpath, is_dir) is None
+
+
 def walk_root(
     root: Root,
     roots: RootSet,
@@ -42,12 +118,18 @@ def walk_root(
     start: str | None = None,
     on_error: Callable[[str, OSError], None] | None = None,
 ) -> Iterator[Candidate]:
-    """Yield every candidate file under `root` (or under `start`, a dir inside it)."""
-    ignored = ignore_matcher(root.ignore)
+    """Yield every candidate file under `root` (or under `start`, a dir inside it, if
+    `accepts` walks into it)."""
+    chosen = selection(root)
     other_roots = {r.path for r in roots if r.name != root.name and root.contains(r.path)}
-    skip_dir = ignore_matcher(SKIPPED_DIRS)
-    stack = [start or root.path]
     base_len = len(root.path.rstrip("/")) + 1
+    if (
+        start is not None
+        and start != root.path
+        and not (root.contains(start) and accepts(root, start[base_len:], is_dir=True))
+    ):
+        return  # a directory the walk of the whole root would not go into
+    stack = [start or root.path]
     while stack:
         directory = stack.pop()
         try:
@@ -60,7 +142,7 @@ def walk_root(
         subdirs = []
         for entry in entries:
             name = entry.name
-            if ignored(name):
+            if not chosen.keeps(name):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -75,30 +157,36 @@ def walk_root(
             mode = st.st_mode
             if stat.S_ISREG(mode):
                 yield Candidate(root, entry.path, entry.path[base_len:], st)
-            elif (
-                stat.S_ISDIR(mode)
-                and root.recursive
-                and entry.path not in other_roots
-                and not skip_dir(name)
-            ):
+            elif stat.S_ISDIR(mode) and chosen.enters(name) and entry.path not in other_roots:
                 subdirs.append(entry.path)
         # reversed so that directories are visited in listing order
         stack.extend(reversed(subdirs))
 
 
 def candidate_for(path: str, roots: RootSet) -> Candidate | None:
-    """The candidate for one explicit path, or None if it is not a file inside a root."""
+    """The candidate for one explicit path, or None if it is not a file inside a root
+    that the root `accepts`."""
+    try:
+        return explicit_candidate(path, roots)
+    except ClerkError:
+        return None
+
+
+def explicit_candidate(path: str, roots: RootSet) -> Candidate:
+    """The candidate for one path a person named (`clerk explain PATH`); ClerkError says
+    why there is none."""
     path = os.path.normpath(os.path.abspath(path))
     located = roots.locate(path)
     if located is None:
-        return None
+        raise ClerkError(f"{path} is not inside any root")
     root, relpath = located
+    refuse_ignored(path, root, relpath)
     try:
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode) and root.follow_symlinks:
             st = os.stat(path)
-    except OSError:
-        return None
+    except OSError as exc:
+        raise ClerkError(f"{path}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(st.st_mode):
-        return None
+        raise ClerkError(f"{path} is not a regular file")
     return Candidate(root, path, relpath, st)
