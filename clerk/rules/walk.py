@@ -5,7 +5,7 @@ One decision, `accepts(root, relpath)`, asked by everything that meets a path: t
 explicit paths (`clerk scan PATH`, `clerk explain PATH`). A path is handled when no part
 of it matches the root's ignore globs (a file's name, or any directory's name above it:
 an ignored directory's whole tree is skipped) or clerk's own temp files, no directory
-above it is a trash directory, and it is at the top of a root that is not recursive.
+above it is a trash directory, and, in a root that is not recursive, it is at the top.
 The walk asks the same questions one name at a time as it goes down (`_Selection`).
 
 What a path is decides the rest, from its lstat: symlinks are skipped (unless the root
@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from clerk.errors import ClerkError
 from clerk.rules.model import Root, RootSet
-from clerk.rules.patterns import globs_pattern
+from clerk.rules.patterns import glob_pattern, globs_pattern
 
 ALWAYS_IGNORED = (".clerk-tmp-*",)
 SKIPPED_DIRS = (".Trash-*", ".Trash")
@@ -73,7 +73,7 @@ class _Selection:
         for index, part in enumerate(parts):
             if self.ignored(part):
                 globs = (*self.ignore, *ALWAYS_IGNORED)
-                glob = next((g for g in globs if fnmatch.fnmatchcase(part, g)), "?")
+                glob = next((g for g in globs if glob_pattern(g).fullmatch(part)), "?")
                 what = "directory" if index < last or is_dir else "name"
                 return f"{what} {part!r} matches the ignore glob {glob!r}"
         for part in above:
