@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlite_utils
@@ -420,3 +421,35 @@ def test_a_chained_rule_reads_facts_where_the_file_is(world, write_rules, clerk)
     shown = json.loads(clerk("files", "show", str(out / "a.txt"), "--json", check=True).stdout)
     assert shown["mime"] == "text/plain" and shown["tags"] == ["text/plain", "world"]
     assert shown["errors"] == []
+
+
+def test_actions_after_a_copy_or_link_act_on_the_file_not_on_what_was_made(
+    clerk: Callable[..., Any], write_rules: Callable[[str], Path], world: dict[str, Path]
+) -> None:
+    """Only a move or rename takes the file elsewhere for the next action (docs/rules.md):
+    `[copy, symlink, move]` moved the copy and linked to it, leaving the original behind."""
+    inbox, out = world["inbox"], world["out"]
+    rules(
+        write_rules,
+        world,
+        f"""\
+  - name: backup-then-file
+    in: inbox
+    actions: [{{copy: "{out}/backup/{{name}}"}}, {{symlink: "{out}/links/{{name}}"}},
+              {{move: "{out}/filed/{{name}}"}}, {{hardlink: "{out}/filed/again-{{name}}"}}]
+""",
+    )
+    (inbox / "a.txt").write_text("the original")
+    original_inode = (inbox / "a.txt").stat().st_ino
+    planned = clerk("scan", "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert f"symlink {inbox}/a.txt -> {out}/links/a.txt" in planned.stdout
+    assert f"move {inbox}/a.txt -> {out}/filed/a.txt" in planned.stdout
+    assert f"hardlink {out}/filed/a.txt -> {out}/filed/again-a.txt" in planned.stdout
+    done = clerk("scan")
+    assert done.returncode == 0, done.stderr
+    assert not (inbox / "a.txt").exists()
+    assert (out / "filed" / "a.txt").stat().st_ino == original_inode
+    assert (out / "filed" / "again-a.txt").stat().st_ino == original_inode
+    assert (out / "backup" / "a.txt").read_text() == "the original"
+    assert os.readlink(out / "links" / "a.txt") == str(inbox / "a.txt")

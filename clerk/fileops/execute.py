@@ -25,7 +25,7 @@ from clerk.fileops.plan import Planner
 from clerk.fileops.primitives import crash_now, crash_step_from_env
 from clerk.fileops.recovery import op_from_row, recover_op
 from clerk.fileops.trash import TrashFinder
-from clerk.fileops.types import OpRequest, OpResult
+from clerk.fileops.types import RELOCATING, OpRequest, OpResult
 from clerk.fileops.undo import plan_undo
 from clerk.private import open_private
 from clerk.rules.model import RootSet
@@ -161,7 +161,8 @@ class FileOps:
                     file_id=req.file_id)  # fmt: skip
             return [op.skip("previous action did not complete")]
         assume = previous if previous.state == "planned" else None
-        return self._planner.plan(req, index, src=previous.dst, assume=assume, predict=predict)
+        src = previous.dst if previous.kind in RELOCATING else previous.src
+        return self._planner.plan(req, index, src=src, assume=assume, predict=predict)
 
     def _run(self, ops: list[Op], batch: str, *, dry_run: bool) -> None:
         """Journal the intents, act, journal the outcomes (or only predict: dry run)."""

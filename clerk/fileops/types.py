@@ -10,6 +10,11 @@ OpKind = Literal[
     "move", "copy", "rename", "symlink", "hardlink", "trash", "delete", "archive",
 ]  # fmt: skip
 Conflict = Literal["skip", "rename", "overwrite", "dedupe", "fail"]
+
+#: the kinds that take the file itself elsewhere: an op chained after one of them starts
+#: from its destination; after any other kind (a copy, a link, an archive that keeps the
+#: source) the file is still where that op found it
+RELOCATING: frozenset[str] = frozenset({"move", "rename"})
 CONFLICT_POLICIES: tuple[str, ...] = ("skip", "rename", "overwrite", "dedupe", "fail")
 OpStatus = Literal["planned", "done", "skipped", "failed"]
 
@@ -20,8 +25,9 @@ class OpRequest:
 
     `src` and `dst` are absolute paths (str, surrogate-escaped for non-UTF-8 names).
     `chain` is the index, in the same `execute()` call, of an earlier request on the same
-    file: this one then starts from that one's actual destination (which a conflict may
-    have changed), and is skipped if that one did not complete.
+    file: this one is skipped if that one did not complete, and starts where that one
+    left the file: its actual destination (which a conflict may have changed) after a
+    move or rename (`RELOCATING`), its source after any other kind.
     `source_stat` is an lstat of `src` the caller just took (a walk's): planning uses
     it as the source's identity instead of taking another.
     """

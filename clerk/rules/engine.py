@@ -27,7 +27,7 @@ from sqlite_utils import Database
 
 from clerk.errors import ClerkError
 from clerk.fileops.execute import new_batch_id
-from clerk.fileops.types import OpRequest, OpResult
+from clerk.fileops.types import RELOCATING, OpRequest, OpResult
 from clerk.plugins.api import EffectAction, FileOpAction, Target, Verdict
 from clerk.plugins.manager import Registry
 from clerk.rules.facts import FactSource
@@ -55,7 +55,6 @@ log = logging.getLogger("clerk.engine")
 
 MAX_ERRORS_KEPT = 200
 _REMOVING = frozenset({"trash", "delete"})
-_RELOCATING = frozenset({"move", "rename"})
 
 
 @dataclass
@@ -535,7 +534,7 @@ class Engine:
                 requests.append(request)
                 last_request = len(requests) - 1
                 plan.steps.append(_Step(rule.name, action, fields, last_request))  # type: ignore[arg-type]
-                if request.kind in _RELOCATING and request.dst:
+                if request.kind in RELOCATING and request.dst:
                     moved_to = request.dst
                 elif request.kind in _REMOVING or (
                     request.kind == "archive" and not request.options.get("keep_source")
@@ -602,11 +601,11 @@ class Engine:
                     summary.planned[result.kind] += 1
                 elif result.status == "skipped":
                     summary.skipped += 1
-                    broken = broken or result.kind in _RELOCATING
+                    broken = broken or result.kind in RELOCATING
                 else:
                     summary.error(f"{result.src}: {result.kind}: {result.error}")
                     broken = True
-                if result.ok and result.kind in _RELOCATING and result.dst:
+                if result.ok and result.kind in RELOCATING and result.dst:
                     path = result.dst
                     if result.status == "done":  # facts are read there from now on
                         plan.file.moved_to(self._view_at(plan.file, path))
@@ -661,7 +660,7 @@ class Engine:
                 result = results[step.request_index]
                 if result.status != "done":
                     break
-                if result.kind in _RELOCATING and result.dst:
+                if result.kind in RELOCATING and result.dst:
                     located = self.ruleset.roots.locate(result.dst)
                     if located:
                         root, relpath = located
