@@ -132,7 +132,7 @@ rules:
 
 
 def test_a_rule_loop_stops_after_the_hop_limit(
-    tmp_path: Path, clerk_home: Path, write_rules: Callable[[str], Path]
+    tmp_path: Path, clerk_home: Path, write_rules: Callable[[str], Path], clerk: Clerk
 ) -> None:
     from clerk.daemon.service import MAX_HOPS
 
@@ -168,6 +168,10 @@ def test_a_rule_loop_stops_after_the_hop_limit(
         assert len(files_under(inbox)) + len(files_under(other)) == 1
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
+    # the error is the file's: `clerk files show` lists it (it had no file id before)
+    left = next(d / "pingpong.txt" for d in (inbox, other) if (d / "pingpong.txt").exists())
+    shown = json.loads(clerk("files", "show", str(left), "--json", check=True).stdout)
+    assert len(shown["errors"]) == 1 and "a rule loop?" in shown["errors"][0], shown
 
 
 CHAIN_RULES = """\

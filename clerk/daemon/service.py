@@ -16,7 +16,6 @@ import contextlib
 import gc
 import heapq
 import itertools
-import json
 import logging
 import os
 import queue
@@ -45,6 +44,7 @@ from clerk.errors import ConfigError, Problem
 from clerk.fileops.types import OpResult
 from clerk.rules.walk import Candidate, accepts, candidate_for, walk_root
 from clerk.store import write_txn
+from clerk.store.events import record_file_error
 
 if TYPE_CHECKING:
     from clerk.app import App
@@ -659,10 +659,13 @@ class Daemon:
         assert self.ruleset is not None and self.engine is not None
         if not self._chain_roots:
             return
-        dst = next((r.dst for r in reversed(outcome.ops)
-                    if r.status == "done" and r.dst and r.kind in _RELOCATING), None)  # fmt: skip
+        moves = [r for r in outcome.ops if r.status == "done" and r.dst and r.kind in _RELOCATING]
+        relocated = moves[-1] if moves else None
+        dst = relocated.dst if relocated is not None else None
         there = self.ruleset.roots.locate(dst) if dst is not None else None
-        if dst is None or there is None or there[0].name not in self._chain_roots:
+        if relocated is None or dst is None or there is None:
+            return
+        if there[0].name not in self._chain_roots:
             return
         root = there[0]
         here = self.ruleset.roots.locate(outcome.path)
@@ -680,7 +683,7 @@ class Daemon:
                 f" left in root {root.name}"
             )
             self.record_error("hops", f"{dst}: {message}")
-            self._file_error(dst, message)
+            self._file_error(dst, message, relocated.file_id)
             log.error("%s: %s", dst, message)
             return
         candidate = candidate_for(dst, self.ruleset.roots)
@@ -740,14 +743,10 @@ class Daemon:
             # not `_not_yet_handled`: the catalog knows these files, they are due anyway
             self.run_rules(candidates, trigger)
 
-    def _file_error(self, path: str, message: str) -> None:
-        """An error against the file, where `clerk files history` and the engine put them."""
+    def _file_error(self, path: str, message: str, file_id: int | None) -> None:
+        """An error against the file, where the engine puts them (`clerk files show`)."""
         with write_txn(self.app.store):
-            self.app.store.execute(
-                "INSERT INTO events (ts, kind, subject, data) VALUES (?, 'file_error', ?, ?)",
-                [time.time(), path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-                 json.dumps({"error": message})],
-            )  # fmt: skip
+            record_file_error(self.app.store, path, message, file_id=file_id)
 
     # --- reconcile ----------------------------------------------------------------------------
     def reconcile(self, reason: str) -> None:

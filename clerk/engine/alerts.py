@@ -24,9 +24,12 @@ from typing import Any
 
 from clerk.engine.runs import FAILED, FINISHED, PAUSED, PENDING, RunInfo, RunStore
 from clerk.errors import SpecError
+from clerk.store.events import fired_since, latest_events, record_event
 from clerk.units import Comparison, parse_comparison, parse_duration
 
 log = logging.getLogger("clerk.engine.alerts")
+
+ALERT = "alert"  # the kind of an alert's row in the events timeline
 
 METRICS = ("duration", "failure_rate", "queue_depth")
 _CONDITION = re.compile(r"^\s*(\w+)\s*(.+?)(?:\s+over\s+(\S+))?\s*$")
@@ -149,18 +152,12 @@ class AlertChecker:
 
     def _fired_recently(self, rule: AlertRule) -> bool:
         since = time.time() - (rule.window or 0)
-        row = self.store.conn.execute(
-            "SELECT 1 FROM events WHERE kind = 'alert' AND subject = ? AND ts >= ? LIMIT 1",
-            (f"alert:{rule.name}", since),
-        ).fetchone()
-        return row is not None
+        return fired_since(self.store.conn, ALERT, f"alert:{rule.name}", since)
 
     def _store(self, alert: Alert) -> None:
         with self.store.batch():  # its own transaction, or part of the runner's step
-            self.store.conn.execute(
-                "INSERT INTO events (ts, kind, subject, data) VALUES (?, 'alert', ?, ?)",
-                (alert.ts, f"alert:{alert.name}", json.dumps(alert.as_dict())),
-            )
+            record_event(self.store.conn, ALERT, f"alert:{alert.name}", alert.as_dict(),
+                         file_id=None, ts=alert.ts)  # fmt: skip
 
     def _notify(self, alert: Alert) -> None:
         log.warning("%s", alert.message)
@@ -172,7 +169,4 @@ class AlertChecker:
 
 
 def stored_alerts(store: RunStore, limit: int = 100) -> list[dict[str, Any]]:
-    rows = store.conn.execute(
-        "SELECT data FROM events WHERE kind = 'alert' ORDER BY id DESC LIMIT ?", (limit,)
-    )
-    return [json.loads(row[0]) for row in rows]
+    return [json.loads(data) for data in latest_events(store.conn, ALERT, limit)]

@@ -12,7 +12,6 @@ with each file's final path, and the catalog is updated in one transaction.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -47,6 +46,7 @@ from clerk.rules.templates import Renderer
 from clerk.rules.walk import Candidate, candidate_for, refuse_ignored, walk_root
 from clerk.store import store_path, write_txn
 from clerk.store.catalog import Catalog, CatalogRow, CatalogWriter
+from clerk.store.events import record_file_error
 
 if TYPE_CHECKING:
     from clerk.rules.explain import PlanTrace
@@ -736,14 +736,7 @@ class Engine:
         log.warning("%s: %s", file.path, message)
         if self.db is None or self.dry_run:
             return
-        self.db.execute(
-            "INSERT INTO events (ts, kind, subject, data) VALUES (?, 'file_error', ?, ?)",
-            [
-                time.time(),
-                file.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-                json.dumps({"error": message, "file_id": file.file_id}),
-            ],
-        )
+        record_file_error(self.db, file.path, message, file_id=file.file_id)
 
     def _call_hook(self, name: str, subject: FileInfo | None, **kwargs: Any) -> None:
         try:

@@ -1,0 +1,42 @@
+"""The events timeline: one recorder in store/, every row the same shape (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from clerk.store import open_store, write_txn
+from clerk.store.events import file_errors, record_event, record_file_error
+
+PACKAGE = Path(__file__).resolve().parent.parent / "clerk"
+
+
+def test_a_file_error_carries_its_file_id_and_is_listed_for_the_file(tmp_path: Path) -> None:
+    db = open_store(tmp_path / "clerk.db")
+    with write_txn(db):
+        record_file_error(db, "/in/a\udcff.txt", "hook failed", file_id=7)
+        record_file_error(db, "/in/b.txt", "not this one", file_id=8)
+        record_event(db, "alert", "alert:slow", {"message": "slow"}, file_id=None, ts=1.0)
+    assert [e["error"] for e in file_errors(db, 7)] == ["hook failed"]
+    rows = list(db.query("SELECT ts, kind, subject, data FROM events ORDER BY id"))
+    assert rows[0]["subject"] == "/in/a\ufffd.txt"  # an undecodable byte, shown
+    assert json.loads(rows[0]["data"]) == {"error": "hook failed", "file_id": 7}
+    assert rows[2] == {"ts": 1.0, "kind": "alert", "subject": "alert:slow",
+                       "data": json.dumps({"message": "slow"})}  # fmt: skip
+    with pytest.raises(TypeError):
+        record_file_error(db, "/in/c.txt", "which file?")  # type: ignore[call-arg]
+    db.close()
+
+
+def test_no_events_statement_outside_the_store() -> None:
+    """store/ owns the events table: everyone else calls clerk.store.events."""
+    statement = re.compile(r"\b(INSERT\s+INTO|FROM|UPDATE|DELETE\s+FROM)\s+events\b", re.I)
+    outside = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.parent.name != "store" and statement.search(path.read_text(encoding="utf-8"))
+    ]
+    assert outside == []
