@@ -151,14 +151,11 @@ rules:
             assert hashes(self.dest) == self.start and not list(self.inbox.iterdir())
 
 
-# `copy` joins once a second scan no longer copies an unchanged file again (it makes
-# `f (1).bin` today: the rule is applied anew to a file it already copied)
-ACTIONS_NOW = ["move", "archive"]
 needs_root = pytest.mark.skipif(not ROOT, reason="mounts a tmpfs: needs root")
 
 
 @needs_root
-@pytest.mark.parametrize("action", ACTIONS_NOW)
+@pytest.mark.parametrize("action", ACTIONS)
 @pytest.mark.parametrize("layout", ["same", "cross"])
 def test_a_full_destination(tmp_path: Path, clerk_home: Path, action: str, layout: str) -> None:
     # 5 x 100 KB into 256 KB (the inbox too, on one file system): some must be refused
@@ -174,7 +171,7 @@ def test_a_full_destination(tmp_path: Path, clerk_home: Path, action: str, layou
 
 
 @needs_root
-@pytest.mark.parametrize("action", ACTIONS_NOW)
+@pytest.mark.parametrize("action", ACTIONS)
 @pytest.mark.parametrize("layout", ["same", "cross"])
 def test_a_read_only_destination(
     tmp_path: Path, clerk_home: Path, action: str, layout: str
@@ -188,7 +185,7 @@ def test_a_read_only_destination(
         world.finished(clerk_scan())
 
 
-@pytest.mark.parametrize("action", ACTIONS_NOW)
+@pytest.mark.parametrize("action", ACTIONS)
 def test_a_destination_without_write_permission(
     tmp_path: Path, clerk_home: Path, action: str
 ) -> None:
@@ -225,7 +222,7 @@ def quota_tmpfs(path: Path) -> contextlib.AbstractContextManager[Path]:
 def test_over_quota(tmp_path: Path, clerk_home: Path) -> None:
     """Where the kernel has tmpfs quotas (6.6+, CONFIG_TMPFS_QUOTA): skips elsewhere."""
     with quota_tmpfs(tmp_path / "fs") as fs:
-        world = World(clerk_home, tmp_path / "inbox", fs / "dest", "archive")
+        world = World(clerk_home, tmp_path / "inbox", fs / "dest", "copy")
         assert world.check(clerk_scan(bound=True), "Disk quota exceeded") > 0
         remount(fs, "usrquota_block_hardlimit=8m")
         world.finished(clerk_scan(bound=True))

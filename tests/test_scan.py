@@ -453,3 +453,40 @@ def test_actions_after_a_copy_or_link_act_on_the_file_not_on_what_was_made(
     assert (out / "filed" / "again-a.txt").stat().st_ino == original_inode
     assert (out / "backup" / "a.txt").read_text() == "the original"
     assert os.readlink(out / "links" / "a.txt") == str(inbox / "a.txt")
+
+
+KEEPING = """\
+  - name: keep
+    in: inbox
+    actions: [{{copy: "{out}/copies/{{name}}"}}, {{symlink: "{out}/links/{{name}}"}},
+              {{archive: "{out}/tars/{{stem}}.tar", keep_source: true}}]
+"""
+
+
+def test_a_rule_acts_once_on_a_file_version_it_left_in_place(
+    clerk: Callable[..., Any], write_rules: Callable[[str], Path], world: dict[str, Path]
+) -> None:
+    """A copy, link or kept-source archive is not made again by the next scan of an
+    unchanged file (it made `a (1).txt` every time); a changed file, or an undone op,
+    gets it again. The daemon's reconcile never re-ran them: now scan agrees."""
+    inbox, out = world["inbox"], world["out"]
+    rules(write_rules, world, KEEPING.format(out=out))
+    (inbox / "a.txt").write_text("one")
+    first = clerk("scan", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["done"] == {"copy": 1, "symlink": 1, "archive": 1}
+    listing = sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
+
+    again = clerk("scan", "--json")
+    summary = json.loads(again.stdout)
+    assert (summary["done"], summary["matched"], summary["already_done"]) == ({}, 1, 1)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir()) == listing
+    dry = clerk("scan", "--dry-run")
+    assert "would do: nothing" in dry.stdout and "1 already done" in dry.stdout
+    explained = json.loads(clerk("explain", str(inbox / "a.txt"), "--json").stdout)
+    (keep,) = [r for r in explained["rules"] if r["rule"] == "keep"]
+    assert keep["status"] == "already done" and "op " in keep["reason"], keep
+
+    (inbox / "a.txt").write_text("two, longer")  # a new version: acted on again
+    assert json.loads(clerk("scan", "--json").stdout)["done"]["copy"] == 1
+    assert (out / "copies" / "a (1).txt").read_text() == "two, longer"

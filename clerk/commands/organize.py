@@ -142,7 +142,8 @@ def _print_scan(summary: Any, dry_run: bool) -> None:
     verb = "would do" if dry_run else "done"
     click.echo(
         f"{summary.seen} files seen, {summary.matched} matched; {verb}: {acted}; "
-        f"{summary.skipped} skipped, {summary.failed} failed ({summary.elapsed:.2f}s)"
+        + (f"{summary.already_done} already done, " if summary.already_done else "")
+        + f"{summary.skipped} skipped, {summary.failed} failed ({summary.elapsed:.2f}s)"
     )
     if summary.batches and not dry_run:
         click.echo(f"undo with: clerk undo --batch {summary.batches[0]}"

@@ -47,6 +47,7 @@ from clerk.rules.walk import Candidate, candidate_for, refuse_ignored, walk_root
 from clerk.store import store_path, write_txn
 from clerk.store.catalog import Catalog, CatalogRow, CatalogWriter
 from clerk.store.events import record_file_error
+from clerk.store.journal import IN_PLACE_KINDS, done_in_place
 
 if TYPE_CHECKING:
     from clerk.rules.explain import PlanTrace
@@ -66,6 +67,7 @@ class FileOutcome:
     ops: list[OpResult] = field(default_factory=list)
     effects: list[str] = field(default_factory=list)
     error: str | None = None
+    already_done: list[str] = field(default_factory=list)  # rules not applied again
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,7 @@ class FileOutcome:
             "ops": [op_as_dict(r) for r in self.ops],
             "effects": self.effects,
             "error": self.error,
+            "already_done": self.already_done,
         }
 
 
@@ -90,6 +93,7 @@ class Summary:
     planned: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
     failed: int = 0
+    already_done: int = 0  # files a matching rule had already acted on, unchanged since
     errors: list[str] = field(default_factory=list)
     outcomes: list[FileOutcome] = field(default_factory=list)
     batches: list[str] = field(default_factory=list)
@@ -108,6 +112,7 @@ class Summary:
             "planned": dict(self.planned),
             "skipped": self.skipped,
             "failed": self.failed,
+            "already_done": self.already_done,
             "errors": self.errors,
             "batches": self.batches,
             "elapsed": round(self.elapsed, 3),
@@ -130,6 +135,7 @@ class _FilePlan:
     rules: list[str]
     steps: list[_Step]
     error: str | None = None
+    already_done: list[str] = field(default_factory=list)
 
 
 class Engine:
@@ -178,6 +184,10 @@ class Engine:
         self._uncatalogued: set[str] = set()  # roots walked now that had no catalog rows
         self._fact_errors: list[str] = []  # classifier/MIME/hash failures, for the summary
         self._writer: CatalogWriter | None = None  # set inside `writing_behind()`
+        # rules that only copy, link or archive keeping the source: applied once to a
+        # version of a file (`_done_before`); what they did to this batch's files
+        self._in_place = sorted(r.name for r in ruleset.rules if _leaves_in_place(r))
+        self._done: dict[tuple[int, str], tuple[int, int, int]] = {}
 
     # --- entry points ----------------------------------------------------------------------
     def scan(
@@ -365,6 +375,9 @@ class Engine:
         writer: CatalogWriter | None = None,
     ) -> None:
         files = self._classify(batch)
+        if self._in_place and self.db is not None:
+            known = [f.file_id for f in files if f.file_id is not None]
+            self._done = done_in_place(self.db, known, self._in_place)
         if not self.dry_run:
             self._catalog_new(files)
         if seen_ids is not None:
@@ -501,6 +514,16 @@ class Engine:
             if not matched:
                 continue
             plan.rules.append(rule.name)
+            earlier = self._done_before(rule, file)
+            if earlier is not None:
+                plan.already_done.append(rule.name)
+                if trace is not None:
+                    trace.already_done(rule, earlier)
+                if not rule.continue_:
+                    if trace is not None:
+                        trace.stopped(rule, None, False)
+                    break
+                continue
             gone = False
             for step in rule.actions:
                 action = step.action
@@ -546,6 +569,19 @@ class Engine:
                 break
         return plan
 
+    def _done_before(self, rule: Rule, file: FileInfo) -> int | None:
+        """The op by which `rule` already acted on this version of the file, if it is a
+        rule that leaves the file in place (a copy, a link, an archive keeping the
+        source): that is not done again until the file changes or the op is undone.
+        A move takes the file away, a tag is the same again: those rules always run."""
+        if file.file_id is None:
+            return None
+        found = self._done.get((file.file_id, rule.name))
+        if found is None:
+            return None
+        op_id, size, mtime_ns = found
+        return op_id if (file.st.st_size, file.st.st_mtime_ns) == (size, mtime_ns) else None
+
     def _now(self) -> float:
         """The time `after:` is measured against: the run's `now` (set per batch by the
         daemon), like the age filters."""
@@ -585,7 +621,10 @@ class Engine:
         return results
 
     def _finish(self, plan: _FilePlan, results: list[OpResult], summary: Summary) -> None:
-        outcome = FileOutcome(plan.file.path, plan.rules, error=plan.error)
+        outcome = FileOutcome(plan.file.path, plan.rules, error=plan.error,
+                              already_done=plan.already_done)  # fmt: skip
+        if plan.already_done:
+            summary.already_done += 1
         path, broken = plan.file.path, False
         current = plan.file
         trace = self._trace
@@ -852,6 +891,18 @@ def _node_cost(node: MatchNode) -> int:
     if isinstance(node, NotNode):
         return _node_cost(node.child)
     return max((_node_cost(c) for c in node.children), default=0)
+
+
+def _leaves_in_place(rule: Rule) -> bool:
+    """Does every file operation of `rule` leave the file where it is (and is there one)?"""
+    kinds = [
+        (getattr(step.action, "kind", None), getattr(step.action, "keep_source", False))
+        for step in rule.actions
+        if not isinstance(step.action, EffectAction)
+    ]
+    return bool(kinds) and all(
+        kind in IN_PLACE_KINDS and (kind != "archive" or keep) for kind, keep in kinds
+    )
 
 
 def _effect_name(effect: EffectAction) -> str:

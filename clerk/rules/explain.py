@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 #: rule statuses: the first five come from the traced run, the others say why the run
 #: did not ask the rule (`Rule.skip`, `Engine.rule_skip`) or why it stopped before it
 APPLIES, NO_MATCH, WAITING, ERROR, SPARED = "applies", "no match", "waiting", "error", "spared"
+ALREADY_DONE = "already done"
 NOT_REACHED = "not reached"
 
 
@@ -297,6 +298,11 @@ class PlanTrace:
             self._file().stop = f"rule {rule.name} failed"
         elif matched:
             record.status = APPLIES
+
+    def already_done(self, rule: Rule, op_id: int) -> None:
+        record = self._rule(rule)
+        record.status = ALREADY_DONE
+        record.reason = f"done before by op {op_id}; the file is unchanged since"
 
     def stopped(self, rule: Rule, error: str | None, gone: bool) -> None:
         if error is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from clerk.store import execute_rows, from_db, to_db, write_txn
+from clerk.store import MAX_VARIABLES, execute_rows, from_db, to_db, write_txn
 
 INTENT_COLUMNS: tuple[str, ...] = (
     "batch", "kind", "rule", "file_id", "src", "dst", "tmp", "extra", "on_conflict",
@@ -216,4 +216,34 @@ def _path_history(db: Database, path: str) -> dict[int, dict[str, Any]]:
             # how the file got here: follow the source of ops that put it at `current`
             if row["dst"] == current and row["kind"] not in ("copy", "symlink", "hardlink"):
                 todo.append(row["src"])
+    return found
+
+
+#: the kinds that leave the file where it was and make something elsewhere; a rule made
+#: only of these is applied once to a version of a file (`done_in_place`)
+IN_PLACE_KINDS: tuple[str, ...] = ("copy", "symlink", "hardlink", "archive")
+
+
+def done_in_place(
+    db: Database, file_ids: Sequence[int], rules: Sequence[str]
+) -> dict[tuple[int, str], tuple[int, int, int]]:
+    """(file id, rule) -> (op id, size, mtime_ns) of the newest op of `IN_PLACE_KINDS`
+    that `rule` did to the file and that is still done (not undone): the source's
+    version when it was done, for the engine to tell whether that version is the one
+    it meets again. One query for a batch of files."""
+    if not file_ids or not rules:
+        return {}
+    found: dict[tuple[int, str], tuple[int, int, int]] = {}
+    kinds = ", ".join(f"'{k}'" for k in IN_PLACE_KINDS)
+    rule_marks = ", ".join("?" * len(rules))
+    step = max(1, MAX_VARIABLES - len(rules))
+    for start in range(0, len(file_ids), step):
+        chunk = file_ids[start : start + step]
+        sql = (
+            "SELECT file_id, rule, max(id), size, mtime_ns FROM ops "
+            f"WHERE state = 'done' AND kind IN ({kinds}) AND rule IN ({rule_marks}) "
+            f"AND file_id IN ({', '.join('?' * len(chunk))}) GROUP BY file_id, rule"
+        )  # max(id): SQLite takes the other bare columns from that row
+        for file_id, rule, op_id, size, mtime_ns in db.execute(sql, [*rules, *chunk]):
+            found[(file_id, rule)] = (op_id, size, mtime_ns)
     return found
