@@ -621,3 +621,35 @@ def test_python_isolation_is_a_known_key_with_two_values(tmp_path: Path) -> None
     assert [str(p).split(":", 1)[1] for p in problems] == [
         "5:67: isolation: is process (the default) or thread, got 'fibre'"
     ]
+
+
+def test_on_interrupt_is_checked_by_the_model_s_own_parser(tmp_path: Path) -> None:
+    registry = make_plugin_manager().registry()
+    problems = check(
+        tmp_path,
+        """
+        workflows:
+          w:
+            tasks:
+              - {name: a, executor: shell, command: ["true"], on_interrupt: fail}
+              - {name: b, executor: shell, command: ["true"], on_interrupt: rerun}
+              - {name: c, executor: shell, command: ["true"], on_interrupt: twice}
+        ---
+        apiVersion: clerk/v1
+        kind: Task
+        metadata: {name: once}
+        spec: {executor: shell, command: ["true"], onInterrupt: never}
+        """,
+        registry,
+    )
+    assert spots(problems) == [
+        "6:69: on_interrupt: wants rerun or fail, got 'twice'",
+        "11:57: onInterrupt: wants rerun or fail, got 'never'",
+    ]
+    ruleset, _ = load_rules([tmp_path / "rules.yaml"], registry)
+    from clerk.engine.model import WorkflowError, build_workflow
+
+    tasks = build_workflow("w", {"tasks": ruleset.workflows["w"]["tasks"][:2]}).tasks
+    assert [t.on_interrupt for t in tasks.values()] == ["fail", "rerun"]
+    with pytest.raises(WorkflowError, match="on_interrupt: wants rerun or fail, got 'twice'"):
+        build_workflow("w", ruleset.workflows["w"])

@@ -258,6 +258,24 @@ def test_kill_9_of_the_worker_mid_workflow_is_recovered(
     assert json.loads(listed)[0]["status"] == COMPLETED
 
 
+def test_an_interrupted_attempt_spends_no_retry(clerk: Any, flow: Path, clerk_home: Path) -> None:
+    assert clerk("run", "flow").returncode == 0
+    store = store_of(clerk_home)
+    wait_until(lambda: b_running(store, flow))
+    worker = store.run(1).runner_pid
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: not alive(worker), 5)
+    (flow / "b.fail").touch()  # from now on b fails: its one retry must still be there
+    assert clerk("run", "noop").returncode == 0
+    wait_until(lambda: store.run(1).status in ("COMPLETED", "FAILED"))
+    b = tasks_of(store, 1)["b"]
+    # attempt 1 cut off (runs again), 2 fails, 3 is the retry `max: 1` allows, and fails
+    assert (b.status, b.attempt, b.interruptions, b.error_code) == (FAILED, 3, 1, "exit")
+    assert ran(flow) == ["a", "b", "b", "b"]
+    kinds = [e["kind"] for e in store.events(1) if e["task"] == "b"]
+    assert kinds.count("task_requeued") == 1 and kinds.count("task_retried") == 1
+
+
 def test_a_workflow_timeout_aborts_the_run(run_in_process: Callable[..., Any]) -> None:
     started = time.monotonic()
     store, run_id = run_in_process([

@@ -7,13 +7,13 @@ connection and an engine `Runner`; it also adopts runs queued by the CLI (`clerk
 without `--wait`), and the daemon holds the worker lock so no detached worker competes.
 
 Start: runs whose runner died (kill -9 of an earlier daemon) are let go of first and
-adopted before any new run; the Runner kills what their tasks left running and re-queues
-the interrupted tasks (completed tasks are never run again).
+adopted before any new run; the Runner kills what their tasks left running and runs
+the interrupted tasks again once (see `Runner._recover`; completed tasks never run again).
 Stop: no run is taken any more; the runs in flight are paused so that no new task
 starts, and the running tasks get until the stop deadline to finish. Then the runs go
 back to the queue (RUNNING or PENDING, unclaimed) for the next start. A task still
 running at the deadline is left to the next start's recovery, which kills its process
-group and re-queues it per its retry policy.
+group and runs it again (unless it says `on_interrupt: fail`).
 """
 
 from __future__ import annotations

@@ -115,8 +115,9 @@ def retry(app: App, run_id: int, *, claim: bool = False) -> None:
         raise ClerkError(f"run {run_id} is {info.status}; only FAILED or CANCELLED runs retry")
     with store.conn:
         store.conn.execute(
-            "UPDATE task_runs SET status = ?, attempt = 0, next_attempt_at = NULL,"
-            " error_code = NULL, error = NULL, recoverable = NULL, exit_code = NULL"
+            "UPDATE task_runs SET status = ?, attempt = 0, interruptions = 0,"
+            " next_attempt_at = NULL, error_code = NULL, error = NULL, recoverable = NULL,"
+            " exit_code = NULL"
             " WHERE run_id = ? AND status != ?",
             (PENDING, run_id, COMPLETED),
         )

@@ -46,6 +46,11 @@ class RetryPolicy:
 
 STRATEGIES = ("retry", "skip", "fallback", "abort")
 
+#: what happens to a task cut off by its runner's death (kill -9, power loss): by
+#: default it runs again, once, without spending a retry (at-least-once); `fail` is for
+#: a task that must not run twice
+ON_INTERRUPT = ("rerun", "fail")
+
 
 @dataclass(frozen=True)
 class FailurePolicy:
@@ -84,6 +89,7 @@ class TaskSpec:
     resources: Resources = field(default_factory=Resources)
     fallback: str | None = None
     on_failure: FailurePolicy = field(default_factory=FailurePolicy)
+    on_interrupt: str = "rerun"  # one of ON_INTERRUPT
     description: str = ""
 
 
@@ -110,7 +116,8 @@ class Workflow:
 # Keys that belong to the engine; everything else in a task goes to its executor.
 _ENGINE_KEYS = frozenset(
     {"name", "executor", "depends_on", "dependsOn", "timeout", "retry", "retryPolicy",
-     "resources", "fallback", "description", "on_failure", "onFailure", "taskRef"}
+     "resources", "fallback", "description", "on_failure", "onFailure", "on_interrupt",
+     "onInterrupt", "taskRef"}
 )  # fmt: skip
 _RENAMED = {"workingDir": "cwd"}
 
@@ -243,8 +250,27 @@ def _task(
             raw.get("onFailure" if resource else "on_failure"),
             "fallback" if raw.get("fallback") else "retry",
         ),
+        on_interrupt=_keyed(
+            f"task {name!r}: {interrupt_key(resource)}",
+            parse_on_interrupt,
+            raw.get(interrupt_key(resource)),
+        ),
         description=str(raw.get("description", "")),
     )
+
+
+def interrupt_key(resource: bool) -> str:
+    """The task key that says what an interruption does, in the compact or resource form."""
+    return "onInterrupt" if resource else "on_interrupt"
+
+
+def parse_on_interrupt(raw: Any) -> str:
+    """`on_interrupt: rerun` (the default) or `fail`; SpecError for anything else."""
+    if raw is None:
+        return ON_INTERRUPT[0]
+    if raw not in ON_INTERRUPT:
+        raise SpecError(f"wants {' or '.join(ON_INTERRUPT)}, got {raw!r}")
+    return str(raw)
 
 
 def _retry(raw: Any, resource: bool) -> RetryPolicy:

@@ -52,7 +52,7 @@ from clerk.engine import api
 from clerk.engine.alerts import AlertChecker, AlertRule
 from clerk.engine.api import Executor, ProcessExecutor, TaskContext, TaskResult
 from clerk.engine.fields import load_fields, render
-from clerk.engine.model import TaskSpec, Workflow
+from clerk.engine.model import TaskSpec, Workflow, interrupt_key
 from clerk.engine.process import (
     Attempt,
     boot_ticks,
@@ -83,6 +83,10 @@ from clerk.rules.templates import sanitize_component
 log = logging.getLogger("clerk.engine")
 
 DEFAULT_LOG_LIMIT = 10 * 1024 * 1024
+# the error of a task whose runner died while it ran (its code is api.INTERRUPTED)
+INTERRUPTED = "clerk stopped while it ran"
+INTERRUPTED_AGAIN = f"{INTERRUPTED}; it runs again"
+INTERRUPTED_TWICE = f"{INTERRUPTED}, a second time"
 _IDLE_THREAD = 5.0  # seconds an attempt thread waits for work before it exits
 
 
@@ -194,6 +198,7 @@ class _ActiveRun:
     executors: dict[str, Executor | str]  # an instance, or why it could not be built
     status: dict[str, str]
     attempts: dict[str, int]
+    interruptions: dict[str, int] = field(default_factory=dict)  # attempts cut off, by task
     next_at: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # of completed tasks
     output_fields: dict[str, Any] = field(default_factory=dict)  # the same, as fields
@@ -429,6 +434,7 @@ class Runner:
             executors={name: self._build_executor(spec) for name, spec in workflow.tasks.items()},
             status={name: row.status for name, row in rows.items()},
             attempts={name: row.attempt for name, row in rows.items()},
+            interruptions={name: row.interruptions for name, row in rows.items()},
             started=info.started is not None,
             paused=info.status == PAUSED,
             names=list(workflow.tasks),
@@ -456,16 +462,37 @@ class Runner:
         self._maybe_finish(run)
 
     def _recover(self, run: _ActiveRun, interrupted: list[TaskRunInfo]) -> None:
-        """Tasks that were RUNNING when their runner died: kill what is left of them, then
-        treat the attempt as failed (recoverable), so the retry policy decides."""
+        """Tasks that were RUNNING when their runner died: kill what is left of them.
+
+        Such an attempt did not fail, it was cut off: the task runs again, once, without
+        spending a retry (at-least-once), unless it says `on_interrupt: fail`. A task cut
+        off a second time fails, and is not retried (something about it may be what
+        brings its runner down)."""
         for row in interrupted:
             killed = kill_leftovers(row.pgid, row.proc_start)
-            data = {"strategy": "requeue", "killed_pgid": row.pgid if killed else None}
-            self.store.event(run.id, row.task, "recovery_started", data)
             spec = run.workflow.tasks[row.task]
-            result = TaskResult(False, error_code=api.INTERRUPTED, recoverable=True,
-                                message="interrupted: its runner stopped while it ran")  # fmt: skip
-            run.set_status(row.task, RUNNING)
+            again = spec.on_interrupt == "rerun" and not row.interruptions
+            self.store.event(run.id, row.task, "recovery_started",
+                             {"strategy": "rerun" if again else "fail",
+                              "killed_pgid": row.pgid if killed else None})  # fmt: skip
+            run.interruptions[row.task] = row.interruptions + 1
+            if again:
+                run.set_status(row.task, PENDING)
+                self.store.update_task(
+                    run.id, row.task, "task_requeued",
+                    {"attempt": row.attempt, "error_code": api.INTERRUPTED},
+                    status=PENDING, interruptions=row.interruptions + 1,
+                    error_code=api.INTERRUPTED, error=INTERRUPTED_AGAIN, recoverable=True,
+                    next_attempt_at=None, finished=time.time(),
+                )  # fmt: skip
+                continue
+            if row.interruptions:
+                message = INTERRUPTED_TWICE
+            else:
+                message = f"{INTERRUPTED} ({interrupt_key(run.workflow.form != 'compact')}: fail)"
+            self.store.update_task(run.id, row.task, interruptions=row.interruptions + 1)
+            result = TaskResult(False, error_code=api.INTERRUPTED, recoverable=False,
+                                message=message)  # fmt: skip
             self._record(run, spec, result)
 
     def _build_executor(self, spec: TaskSpec) -> Executor | str:
@@ -882,7 +909,8 @@ class Runner:
             and not run.cancel.is_set()
             and result.error_code != api.CANCELLED
             and spec.on_failure.strategy(result.error_code) == "retry"
-            and attempt <= spec.retry.max_retries
+            # an attempt cut off by the runner's death spent no retry
+            and attempt - run.interruptions.get(spec.name, 0) <= spec.retry.max_retries
         )
 
     def _retry_delay(self, spec: TaskSpec, attempt: int) -> float:

@@ -78,6 +78,7 @@ class TaskRunInfo:
     max_rss: int | None = None
     next_attempt_at: float | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
+    interruptions: int = 0  # attempts cut off by the runner's death (they ran again)
     stdout_log: str | None = None
     stderr_log: str | None = None
 
@@ -171,8 +172,8 @@ class RunStore:
     def release_orphans(self) -> list[int]:
         """Unclaim unfinished runs whose runner died (kill -9, power loss); their ids.
 
-        The next runner to adopt them kills what their tasks left running and re-queues
-        the interrupted tasks (see `Runner._recover`).
+        The next runner to adopt them kills what their tasks left running and runs the
+        interrupted tasks again once (see `Runner._recover`).
         """
         from clerk.engine.recovery import runner_alive
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clerk.config import Config
+from clerk.engine.model import interrupt_key, parse_on_interrupt
 from clerk.errors import ClerkError, Location, Problem, SpecError
 from clerk.plugins.manager import Registry
 from clerk.rules.fileinfo import STANDARD_FIELDS
@@ -361,7 +362,7 @@ COMPACT = _Dialect(
     retry="retry",
     retry_keys=("max", "backoff", "factor", "max_backoff", "jitter"),
     retry_max="max",
-    task_keys=(*_TASK_KEYS, "cwd", "depends_on", "retry", "on_failure"),
+    task_keys=(*_TASK_KEYS, "cwd", "depends_on", "retry", "on_failure", interrupt_key(False)),
     workflow_keys=("tasks", "parallelism", "description", "timeout", *_TIMER, "on_failure"),
 )
 RESOURCE = _Dialect(
@@ -369,7 +370,10 @@ RESOURCE = _Dialect(
     retry="retryPolicy",
     retry_keys=("maxRetries", "backoff", "factor", "maxBackoff", "jitter"),
     retry_max="maxRetries",
-    task_keys=(*_TASK_KEYS, "workingDir", "dependsOn", "retryPolicy", "onFailure", "taskRef"),
+    task_keys=(
+        *_TASK_KEYS, "workingDir", "dependsOn", "retryPolicy", "onFailure", "taskRef",
+        interrupt_key(True),
+    ),
     workflow_keys=(
         "tasks", "parallelism", "description", "timeout", "schedule", "every", "onFailure",
         "executor", "resources", "retryPolicy",
@@ -466,6 +470,7 @@ class _WorkflowChecker:
             self.check_executor(task)
         self.duration(task, "timeout")
         self.check_retry(task, dialect)
+        self.check_on_interrupt(task, interrupt_key(dialect is RESOURCE))
         self.check_resources(task)
         self.check_mapping(task, "env")
         self.check_mapping(task, "kwargs")
@@ -575,6 +580,14 @@ class _WorkflowChecker:
         self.duration(retry, "backoff")
         self.duration(retry, "max_backoff" if dialect is COMPACT else "maxBackoff")
         self.number(retry, "factor", minimum=1, whole=False)
+
+    def check_on_interrupt(self, task: Any, key: str) -> None:
+        """What the model would make of it (one parser: the engine's)."""
+        if key in task:
+            try:
+                parse_on_interrupt(task[key])
+            except SpecError as exc:
+                self.error(self.value_at(task, key), f"{key}: {exc}")
 
     def check_resources(self, task: Any) -> None:
         resources = task.get("resources")

@@ -204,3 +204,11 @@ def m005_removed_files_keep_their_place(db: Database) -> None:
         "CREATE INDEX idx_files_removed ON files(root, relpath)"
         " WHERE state IN ('trashed', 'deleted', 'archived')"
     )
+
+
+@migrations()
+def m006_task_interruptions(db: Database) -> None:
+    # How often a task was cut off by its runner's death (kill -9, power loss). Such an
+    # attempt has not failed: it runs again once without spending a retry, and only a
+    # second interruption fails the task (clerk.engine.runner, `on_interrupt:`).
+    db.table("task_runs").add_column("interruptions", int, not_null_default=0)
