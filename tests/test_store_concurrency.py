@@ -313,3 +313,24 @@ def test_two_scans_on_a_fresh_home_both_succeed_and_move_each_file_once(  # type
     moves = [(Path(r["src"]).name, r["kind"], r["state"]) for r in db["ops"].rows]
     db.close()
     assert sorted(moves) == [(name, "move", "done") for name in sorted(names)]
+
+
+def test_opening_the_store_again_keeps_the_process_s_locks(tmp_path: Path) -> None:
+    """The daemon's runner thread opens the store the daemon already has open. Closing
+    any descriptor of the file drops every POSIX lock the process holds on it (SQLite's
+    too), so another process closing its connection then took clerk for gone, and
+    checkpointed and deleted the WAL under it: later writes were lost to everyone else."""
+    path = tmp_path / "clerk.db"
+    daemon = open_store(path)
+    daemon.execute("CREATE TABLE t (x)")
+    daemon.conn.commit()
+    runner = open_store(path, migrate=False)
+    count = "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM t').fetchone()[0])"  # noqa: E501
+    read = [sys.executable, "-c", count, str(path)]
+    assert subprocess.run(read, capture_output=True, text=True, check=True).stdout == "0\n"
+    with daemon.conn:
+        daemon.execute("INSERT INTO t VALUES (1)")
+    assert subprocess.run(read, capture_output=True, text=True, check=True).stdout == "1\n"
+    assert (tmp_path / "clerk.db-wal").exists()
+    runner.close()
+    daemon.close()

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -77,10 +77,17 @@ def open_store(path: Path | str, *, migrate: bool = True, readonly: bool = False
 def _make_private(path: Path) -> None:
     """The store file made (or kept) 0600 before SQLite opens it: SQLite gives its -wal
     and -shm the mode of the database file, so they are owner-only too (clerk/private.py).
-    Files an older clerk left readable are tightened."""
+    Files an older clerk left readable are tightened.
+
+    An existing store is never opened here: closing any descriptor of the file drops
+    every POSIX lock this process holds on it, SQLite's own included (the daemon's
+    runner thread opens the store the daemon has open). Another process closing its
+    connection would then take the store for unused and delete the WAL under clerk."""
     private_dir(path.parent)
-    os.close(open_private(path, os.O_RDWR))
-    for suffix in ("-wal", "-shm"):
+    # nobody holds a lock on a file just made; one that exists is only chmod-ed
+    with suppress(FileExistsError):
+        os.close(open_private(path, os.O_RDWR | os.O_EXCL))
+    for suffix in ("", "-wal", "-shm"):
         tighten(f"{path}{suffix}")
 
 
