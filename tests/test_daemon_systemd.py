@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -102,3 +103,151 @@ def test_the_system_unit_is_hardened(installed: tuple[Path, Path]) -> None:
     found = re.search(r"Overall exposure level for clerk\.service: (\d+(?:\.\d+)?)", result.stdout)
     assert found, result.stdout + result.stderr
     assert float(found.group(1)) <= 2.5, result.stdout
+
+
+# --- the unit runs the daemon on the config it was generated from -------------------------
+
+WEIRD = "a b %h $HOME 100%"  # a space, a specifier, a variable, a bare %: all literal
+
+
+def _unit_words(value: str, *, command: bool) -> list[str]:
+    """A unit setting's value split into words as systemd reads them (systemd.syntax(7),
+    systemd.service(5) "Command lines"): quotes group, C escapes, `%%` is a %, and in a
+    command's arguments `$$` is a $. A specifier or variable left unescaped fails."""
+    words: list[str] = []
+    word: list[str] | None = None
+    quote = None
+    escapes = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "s": " "}
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char == "\\":
+            code = value[i + 1]
+            if code == "x":
+                char, i = chr(int(value[i + 2 : i + 4], 16)), i + 3
+            else:
+                char, i = escapes[code], i + 1
+            word = (word or []) + [char]
+        elif quote and char == quote:
+            quote = None
+        elif not quote and char in "\"'":
+            quote, word = char, word or []
+        elif not quote and char.isspace():
+            if word is not None:
+                words.append("".join(word))
+            word = None
+        else:
+            # specifiers everywhere; variables only in a command's arguments (not in
+            # the program's path, not in Environment=, where $ is a plain character)
+            if char == "%" or (char == "$" and command and words):
+                assert value[i + 1 : i + 2] == char, f"{value!r}: a {char} systemd expands"
+                i += 1
+            word = (word or []) + [char]
+        i += 1
+    assert quote is None, f"unbalanced quotes in {value!r}"
+    if word is not None:
+        words.append("".join(word))
+    return words
+
+
+def _read_back(unit: str) -> tuple[list[str], dict[str, str]]:
+    """The unit's ExecStart= argv and its Environment= variables, as systemd sees them."""
+    argv: list[str] = []
+    environment: dict[str, str] = {}
+    for line in unit.splitlines():
+        key, _, value = line.partition("=")
+        if key == "ExecStart":
+            argv = _unit_words(value, command=True)
+        elif key == "Environment":
+            for word in _unit_words(value, command=False):
+                name, _, setting = word.partition("=")
+                environment[name] = setting
+    return argv, environment
+
+
+@pytest.fixture
+def weird_clerk(tmp_path: Path) -> dict[str, str]:
+    """PATH with a `clerk` in a directory whose name systemd would mangle if unquoted."""
+    bin_dir = tmp_path / f"bin {WEIRD}"
+    bin_dir.mkdir()
+    real = shutil.which("clerk", path=str(Path(sys.executable).parent))
+    assert real is not None
+    (bin_dir / "clerk").symlink_to(real)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _installed(clerk: Clerk, dest: Path, *args: str, user: bool, env: dict[str, str]) -> Path:
+    scope = ["--user"] if user else []
+    clerk(*args, "systemd", "install", *scope, "--dest", str(dest), check=True, env=env)
+    return dest / "clerk.service"
+
+
+def _runs_on(unit: Path, env: dict[str, str]) -> str:
+    """`clerk db path` run as the unit would run the daemon: its argv, its environment,
+    none of this test's CLERK_* settings."""
+    argv, environment = _read_back(unit.read_text())
+    assert argv[-1] == "daemon"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CLERK_")}
+    clean["CLERK_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    result = subprocess.run([*argv[:-1], "db", "path"], capture_output=True, text=True,
+                            env={**clean, **env, **environment}, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("user", [True, False], ids=["user", "system"])
+def test_the_unit_carries_clerk_home_and_the_profile(
+    tmp_path: Path, clerk: Clerk, weird_clerk: dict[str, str], user: bool
+) -> None:
+    home = tmp_path / f"home {WEIRD}"
+    (home / "rules.d").mkdir(parents=True)
+    (home / "rules.d" / "rules.yaml").write_text("roots: {}\nrules: []\n")
+    store = tmp_path / "stores" / "dev.db"  # clerk expands $VARS in store: itself
+    (home / "config.yaml").write_text(f"profiles:\n  dev: {{store: '{store}'}}\n")
+    env = {**weird_clerk, "CLERK_HOME": str(home)}
+    unit = _installed(clerk, tmp_path / "units", "--profile", "dev", user=user, env=env)
+    argv, environment = _read_back(unit.read_text())
+    assert argv[0] == str(tmp_path / f"bin {WEIRD}" / "clerk")
+    assert environment["CLERK_HOME"] == str(home) and environment["CLERK_PROFILE"] == "dev"
+    assert "CLERK_CONFIG" not in environment  # CLERK_HOME's own config.yaml
+    assert _runs_on(unit, weird_clerk) == str(store)
+    _verify(unit, user=user)
+
+
+def test_the_user_unit_carries_the_config_file(
+    tmp_path: Path, clerk: Clerk, weird_clerk: dict[str, str]
+) -> None:
+    config_dir = tmp_path / f"config {WEIRD}"
+    (config_dir / "rules.d").mkdir(parents=True)
+    (config_dir / "rules.d" / "rules.yaml").write_text("roots: {}\nrules: []\n")
+    config = config_dir / "my config.yaml"
+    store = tmp_path / "stores" / "chosen.db"
+    config.write_text(f"store: '{store}'\n")
+    env = {**weird_clerk, "CLERK_HOME": ""}
+    unit = _installed(clerk, tmp_path / "units", "--config", str(config), user=True, env=env)
+    _, environment = _read_back(unit.read_text())
+    assert environment == {"CLERK_CONFIG": str(config)}
+    assert _runs_on(unit, weird_clerk) == str(store)
+    _verify(unit, user=True)
+
+
+def test_a_default_user_unit_sets_no_clerk_variables(
+    tmp_path: Path, clerk: Clerk, weird_clerk: dict[str, str]
+) -> None:
+    env = {**weird_clerk, "CLERK_HOME": ""}
+    unit = _installed(clerk, tmp_path / "units", user=True, env=env)
+    assert _read_back(unit.read_text())[1] == {}
+
+
+def _verify(unit: Path, *, user: bool) -> None:
+    if ANALYZE is None:
+        return  # the read-back above still ran; needs_analyze says why verify did not
+    with tempfile.TemporaryDirectory() as runtime:
+        os.chmod(runtime, 0o700)
+        result = subprocess.run(
+            [ANALYZE, *(["--user"] if user else []), "verify", str(unit)],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "XDG_RUNTIME_DIR": runtime},
+        )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ignoring" not in result.stderr.lower(), result.stderr

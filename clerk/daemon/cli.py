@@ -5,6 +5,7 @@ Thin, in the style of clerk/cli.py; registered lazily there (`register_lazy`).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -245,19 +246,27 @@ def systemd_install(
 ) -> None:
     """Write the unit for the current config: the roots become ReadWritePaths.
 
+    The unit runs the daemon on this config: $CLERK_HOME, --config ($CLERK_CONFIG) and
+    the profile in effect are written into it.
+
     System (default): /etc/systemd/system/clerk.service, hardened, as user `clerk`, plus
     /etc/sysusers.d/clerk.conf. With --user: ~/.config/systemd/user/clerk.service.
     """
     from pathlib import Path
 
-    from clerk.daemon.units import clerk_command, unit_files, write_units
+    from clerk.daemon.units import clerk_command, config_environment, unit_files, write_units
 
     a = _app(ctx)
     files = unit_files(
         user=user_unit,
-        exec_start=clerk_command(),
+        command=clerk_command(),
         writable=[] if user_unit else _writable_paths(a),
         dest=Path(dest) if dest else None,
+        environment=config_environment(
+            home=os.environ.get("CLERK_HOME"),
+            config=a.config_file or os.environ.get("CLERK_CONFIG"),
+            profile=a.config.profile,
+        ),
     )
     if show:
         click.echo(files[0].text, nl=False)

@@ -1,10 +1,14 @@
 """systemd unit files for the daemon: a hardened system unit and a user unit.
 
-`render_system_unit` / `render_user_unit` write the unit for a given clerk command and
-the root paths of the current rules (they become ReadWritePaths: with
-ProtectSystem=strict the service can write nowhere else). The files in the repository's
-`systemd/` directory are these functions' output for the defaults (a test keeps them
-in step).
+`render_system_unit` / `render_user_unit` write the unit for a given clerk command, the
+settings that chose the config it was generated from (`CLERK_HOME`, the config file, the
+profile: the daemon must run on that config, not on another one) and the root paths of
+the current rules (they become ReadWritePaths: with ProtectSystem=strict the service can
+write nowhere else). Every value is quoted the way systemd reads it back
+(systemd.syntax(7)): words with spaces or quotes in double quotes with C escapes, `%`
+as `%%` (specifiers are expanded everywhere), `$` as `$$` in a command's arguments
+(variables are expanded there). The files in the repository's `systemd/` directory are
+these functions' output for the defaults (a test keeps them in step).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +40,7 @@ RequiresMountsFor={mounts}
 [Service]
 Type=notify
 NotifyAccess=main
-ExecStart={exec_start} daemon
+ExecStart={exec_start}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=5s
@@ -45,8 +49,7 @@ TimeoutStopSec=30s
 WatchdogSec=60s
 User=clerk
 Group=clerk
-Environment=CLERK_CONFIG=/etc/clerk/config.yaml
-Environment=XDG_DATA_HOME=/var/lib XDG_STATE_HOME=/var/lib XDG_RUNTIME_DIR=/run
+{environment}Environment=XDG_DATA_HOME=/var/lib XDG_STATE_HOME=/var/lib XDG_RUNTIME_DIR=/run
 Environment=XDG_CACHE_HOME=/var/cache
 ConfigurationDirectory=clerk
 ConfigurationDirectoryMode=0750
@@ -104,14 +107,14 @@ Description=clerk file organizer daemon
 [Service]
 Type=notify
 NotifyAccess=main
-ExecStart={exec_start} daemon
+ExecStart={exec_start}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=5s
 TimeoutStartSec=10min
 TimeoutStopSec=30s
 WatchdogSec=60s
-UMask=0077
+{environment}UMask=0077
 NoNewPrivileges=yes
 LockPersonality=yes
 RestrictRealtime=yes
@@ -134,28 +137,98 @@ class UnitFile:
     text: str
 
 
-def clerk_command() -> str:
-    """The absolute command that starts clerk from this installation."""
+def clerk_command() -> list[str]:
+    """The absolute command (argv) that starts clerk from this installation."""
     found = shutil.which("clerk")
     if found:
-        return os.path.abspath(found)
-    return f"{sys.executable} -m clerk"
+        return [os.path.abspath(found)]
+    return [sys.executable, "-m", "clerk"]
 
 
-def render_system_unit(exec_start: str = DEFAULT_EXEC, writable: Iterable[str] = ()) -> str:
+SYSTEM_CONFIG = "/etc/clerk/config.yaml"
+
+
+def config_environment(
+    *, home: str | None, config: str | Path | None, profile: str | None
+) -> dict[str, str]:
+    """The variables that make the daemon read the config a unit was generated from:
+    `home` ($CLERK_HOME), `config` (an explicit `--config` / $CLERK_CONFIG) and the
+    `profile`, each only when given (absolute paths: a unit has no working directory)."""
+    environment = {}
+    if home:
+        environment["CLERK_HOME"] = str(Path(home).expanduser().absolute())
+    if config:
+        environment["CLERK_CONFIG"] = str(Path(config).expanduser().absolute())
+    if profile:
+        environment["CLERK_PROFILE"] = profile
+    return environment
+
+
+def render_system_unit(
+    command: Sequence[str] = (DEFAULT_EXEC,),
+    writable: Iterable[str] = (),
+    environment: dict[str, str] | None = None,
+) -> str:
+    """The hardened system unit. Without CLERK_HOME or a config file in `environment`,
+    it reads /etc/clerk/config.yaml (the system service's own)."""
+    environment = dict(environment or {})
+    if "CLERK_HOME" not in environment:
+        environment.setdefault("CLERK_CONFIG", SYSTEM_CONFIG)
     paths = sorted({_escape_path(p) for p in writable}) or list(DEFAULT_WRITABLE)
-    in_home = any(p == h or p.startswith(h + "/") for p in paths for h in HOME_PREFIXES)
+    read = [_escape_path(p) for p in environment.values() if p.startswith("/")]
+    in_home = any(p == h or p.startswith(h + "/") for p in paths + read for h in HOME_PREFIXES)
     # "read-only" lets ReadWritePaths reach into /home; otherwise hide homes entirely
     return _SYSTEM.format(
-        exec_start=exec_start,
+        exec_start=exec_line([*command, "daemon"]),
+        environment=_environment_lines(environment),
         writable=" ".join(f"-{p}" for p in paths),
         mounts=" ".join(paths),
         protect_home="read-only" if in_home else "yes",
     )
 
 
-def render_user_unit(exec_start: str = DEFAULT_EXEC) -> str:
-    return _USER.format(exec_start=exec_start)
+def render_user_unit(
+    command: Sequence[str] = (DEFAULT_EXEC,), environment: dict[str, str] | None = None
+) -> str:
+    return _USER.format(
+        exec_start=exec_line([*command, "daemon"]),
+        environment=_environment_lines(environment or {}),
+    )
+
+
+def exec_line(argv: Sequence[str]) -> str:
+    """A command as the value of ExecStart=: the program's path takes no variables (a
+    `$` in it is itself), its arguments do (`$$`)."""
+    return " ".join(_word(arg, dollar="$" if index == 0 else "$$") for index, arg in
+                    enumerate(argv))  # fmt: skip
+
+
+def _environment_lines(environment: dict[str, str]) -> str:
+    """Environment= lines, one per variable (no variables are expanded there)."""
+    return "".join(f"Environment={_word(f'{name}={value}', dollar='$')}\n"
+                   for name, value in environment.items())  # fmt: skip
+
+
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+./:=@,")
+
+
+def _word(text: str, *, dollar: str) -> str:
+    """`text` as one word systemd reads back unchanged: double-quoted with C escapes
+    when it needs quoting, `%%` for %, `dollar` for $."""
+    out = []
+    for char in text:
+        if char in '\\"':
+            out.append("\\" + char)
+        elif ord(char) < 32 or ord(char) == 127:
+            out.append(f"\\x{ord(char):02x}")
+        elif char == "%":
+            out.append("%%")
+        elif char == "$":
+            out.append(dollar)
+        else:
+            out.append(char)
+    word = "".join(out)
+    return word if text and set(text) <= _PLAIN else f'"{word}"'
 
 
 def _escape_path(path: str) -> str:
@@ -173,17 +246,22 @@ def _escape_path(path: str) -> str:
 
 
 def unit_files(
-    *, user: bool, exec_start: str, writable: Iterable[str], dest: Path | None
+    *,
+    user: bool,
+    command: Sequence[str],
+    writable: Iterable[str],
+    dest: Path | None,
+    environment: dict[str, str] | None = None,
 ) -> list[UnitFile]:
     """The files `clerk systemd install` writes, and where."""
     if user:
         config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
         directory = dest or config_home / "systemd" / "user"
-        return [UnitFile(directory / SERVICE, render_user_unit(exec_start))]
+        return [UnitFile(directory / SERVICE, render_user_unit(command, environment))]
     directory = dest or Path("/etc/systemd/system")
     sysusers = (dest or Path("/etc/sysusers.d")) / SYSUSERS
     return [
-        UnitFile(directory / SERVICE, render_system_unit(exec_start, writable)),
+        UnitFile(directory / SERVICE, render_system_unit(command, writable, environment)),
         UnitFile(sysusers, _SYSUSERS_TEXT),
     ]
 
