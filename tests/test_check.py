@@ -653,3 +653,35 @@ def test_on_interrupt_is_checked_by_the_model_s_own_parser(tmp_path: Path) -> No
     assert [t.on_interrupt for t in tasks.values()] == ["fail", "rerun"]
     with pytest.raises(WorkflowError, match="on_interrupt: wants rerun or fail, got 'twice'"):
         build_workflow("w", ruleset.workflows["w"])
+
+
+def test_a_bad_filter_does_not_hide_an_unknown_field(
+    tmp_path: Path, write_rules: Any, clerk: Any
+) -> None:
+    """Every problem at once: {custmer} was reported only after the filter was fixed."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    rules = write_rules(f"""\
+roots: {{inbox: {inbox}}}
+rules:
+  - name: invoices
+    in: inbox
+    match:
+      - size: big
+      - regex: 'Invoice (?P<customer>\\w+)'
+      - regx: '(?P<vendor>\\w+)'
+    actions:
+      - move: "{inbox}/{{custmer}}/{{name}}"
+      - tag: "{{vendor}}"
+      - tag: "{{vendr}}"
+""")
+    result = clerk("check")
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[:4] == [
+        f"{rules}:6:15: size: expected a size like 10KB, 5MiB or 512Mi, got 'big'",
+        f"{rules}:8:9: unknown filter 'regx' (did you mean 'regex'?)",
+        f"{rules}:10:15: unknown field {{custmer}} in '{inbox}/{{custmer}}/{{name}}'"
+        " (did you mean 'customer'?)",
+        # {vendor} may come from the filter that failed: not reported; {vendr} is
+        f"{rules}:12:14: unknown field {{vendr}} in '{{vendr}}' (did you mean 'vendor'?)",
+    ]

@@ -215,8 +215,8 @@ class _Checker:
                 known = [*self.ruleset.roots.names, *self.broken_roots]
                 self.error(_spot(rule, f"in.{index}"), unknown("root", name, known))
         always, possible = self.rule_fields(rule)
-        complete = not isinstance(rule, SourcedRule) or rule.filters_complete
-        fields = _Fields(always, possible, complete)
+        failed = rule.failed_fields if isinstance(rule, SourcedRule) else frozenset()
+        fields = _Fields(always, possible, failed)
         for index, step in enumerate(rule.actions):
             where = _spot(rule, f"actions.{index}.value", step.where)
             what = f"action {step.name!r}"
@@ -265,8 +265,8 @@ class _Checker:
                 )
             elif "." in name:
                 self.check_attribute_field(name, template, where)
-            elif fields.complete:
-                choices = [*STANDARD_FIELDS, *fields.possible]
+            elif name not in fields.failed:
+                choices = [*STANDARD_FIELDS, *fields.possible, *fields.failed]
                 self.error(where, f"unknown field {{{name}}} in {template!r}{hint(name, choices)}")
 
     def check_attribute_name(self, name: str, where: Location) -> None:
@@ -334,7 +334,7 @@ class _Checker:
 class _Fields:
     always: set[str]
     possible: set[str]
-    complete: bool  # False: a filter failed to load, so unknown fields may be its
+    failed: frozenset[str]  # fields a filter that failed to load may have given
 
 
 # --- workflows ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from clerk.rules.model import (
     Rule,
     RuleSet,
 )
-from clerk.rules.patterns import PatternError, globs_pattern
+from clerk.rules.patterns import PatternError, globs_pattern, group_names
 from clerk.rules.suggest import hint, unknown
 from clerk.yamlsrc import (
     key_location,
@@ -93,7 +93,9 @@ class SourcedRule(Rule):
     """
 
     locations: dict[str, Location] = field(default_factory=dict, compare=False, repr=False)
-    filters_complete: bool = True  # False: a filter could not be built (fields unknown)
+    #: fields a filter that could not be built may have given (its pattern's named groups):
+    #: `clerk check` does not call them unknown, and reports every other unknown field
+    failed_fields: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,19 @@ def expand_path(text: str, base_dir: str) -> tuple[str | None, str | None]:
 
 def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a YAML value, keys and items included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _show(value: Any) -> str:
@@ -305,7 +320,7 @@ class _DocReader:
         self.doc = doc
         self.is_mapping = isinstance(doc, dict)
         self.is_resource = self.is_mapping and ("kind" in doc or "apiVersion" in doc)
-        self._filters_ok = True
+        self._failed_fields: set[str] = set()  # of the rule being read
 
     # --- positions and problems ---------------------------------------------------------
     def key_at(self, node: Any, key: Any) -> Location:
@@ -527,7 +542,7 @@ class _DocReader:
         name = self.rule_name(node)
         roots = self.rule_roots(node, locations)
         on = self.read_triggers(node)
-        self._filters_ok = True
+        self._failed_fields = set()
         match = self.read_match(node)
         actions = self.read_actions(node, name, locations)
         schedule = self.read_schedule(node)
@@ -549,7 +564,7 @@ class _DocReader:
             enabled=self.opt_bool(node, "enabled", True),
             where=self.node_at(node),
             locations=locations,
-            filters_complete=self._filters_ok,
+            failed_fields=frozenset(self._failed_fields),
         )
         self.opt_str(node, "description", non_empty=False)
         if any(p.severity == "error" for p in self.state.problems[start:]):
@@ -618,6 +633,7 @@ class _DocReader:
             where,
             f"{key}: wants a list of filters or a mapping like {{extension: pdf}}"
             f", got {_show(value)}",
+            value,
         )
 
     def match_item(self, seq: Any, index: int) -> MatchNode:
@@ -627,7 +643,7 @@ class _DocReader:
         message = f"a filter is a mapping like `- extension: pdf`, got {_show(item)}"
         if isinstance(item, str) and item in self.registry.filters:
             message = f"filter {item!r} needs a value: write `- {item}: ...`"
-        return self.no_match(self.key_at(seq, index), message)
+        return self.no_match(self.key_at(seq, index), message, item)
 
     def match_mapping(self, node: Any) -> MatchNode:
         """Several keys mean all of them; one key is that filter or combinator."""
@@ -643,6 +659,7 @@ class _DocReader:
                     self.value_at(node, key),
                     f"{key}: wants a list of filters, like {key}: [{{extension: pdf}},"
                     f" {{mime: image/*}}], got {_show(value)}",
+                    value,
                 )
             children = [self.match_item(value, i) for i in range(len(value))]
             return AllNode(children, where) if key == "all" else AnyNode(children, where)
@@ -652,6 +669,7 @@ class _DocReader:
             return self.no_match(
                 self.value_at(node, key),
                 f"not: wants a filter mapping or a list of filters, got {_show(value)}",
+                value,
             )
         return self.filter_node(node, key)
 
@@ -663,19 +681,21 @@ class _DocReader:
                 message = f"{key!r} belongs to the rule, not inside match: (check the indentation)"
             else:
                 message = unknown("filter", key, [*self.registry.filters, *COMBINATORS])
-            return self.no_match(where, message)
+            return self.no_match(where, message, node[key])
+        value = node[key]
         try:
-            built = cls(plain(node[key]))
+            built = cls(plain(value))
         except PatternError as exc:
-            return self.no_match(self.pattern_at(node, key, exc), _prefixed(key, str(exc)))
+            return self.no_match(self.pattern_at(node, key, exc), _prefixed(key, str(exc)), value)
         except (SpecError, ClerkError) as exc:
-            return self.no_match(self.value_at(node, key), _prefixed(key, str(exc)))
+            return self.no_match(self.value_at(node, key), _prefixed(key, str(exc)), value)
         except Exception as exc:  # a plugin's bug must not stop the other checks
             origin = self.registry.origin.get(f"filter:{key}", "?")
             return self.no_match(
                 self.value_at(node, key),
                 f"filter {key!r} (plugin {origin}) failed on this value:"
                 f" {type(exc).__name__}: {exc}",
+                value,
             )
         return FilterNode(key, built, where)
 
@@ -685,10 +705,12 @@ class _DocReader:
         where = self.value_at(holder, holder_key)
         return offset_location(where, self.state.line(self.file, where.line), exc.offset)
 
-    def no_match(self, where: Location, message: str) -> MatchNode:
-        """Report `message`; stand in a node that matches nothing (fail closed)."""
+    def no_match(self, where: Location, message: str, value: Any = None) -> MatchNode:
+        """Report `message`; stand in a node that matches nothing (fail closed). The
+        named groups in `value` (the filter's) are fields it might have given."""
         self.error(where, message)
-        self._filters_ok = False
+        for text in _strings(value):
+            self._failed_fields |= group_names(text)
         return AnyNode([], where)
 
     # --- actions ------------------------------------------------------------------------

@@ -102,6 +102,15 @@ class Pattern:
         return None if found is None else Match(found, self._names, subject, translated)
 
 
+_GROUP_NAME = re.compile(r"\(\?P?<([A-Za-z_]\w*)>")
+
+
+def group_names(pattern: str) -> set[str]:
+    """The named groups written in `pattern`, even one that does not compile: the fields
+    a filter that failed might have provided (`clerk check` does not call them unknown)."""
+    return set(_GROUP_NAME.findall(pattern))
+
+
 def compile_pattern(pattern: str, *, ignore_case: bool = False) -> Pattern:
     """Compile a user's regular expression, or raise `PatternError` saying what is wrong."""
     options = re2.Options()
