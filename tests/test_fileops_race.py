@@ -1,18 +1,24 @@
-"""No silent overwrite under races: a target that appears between planning and acting,
-and two processes moving different files onto the same destinations at once."""
+"""Races: a target that appears between planning and acting, two processes moving
+different files onto the same destinations at once, and a destination directory swapped
+for a symlink out of the roots while a scan places files into it."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 from test_fileops_support import PYTHON, Env, digest, make_env, read, temp_files
 
 from clerk.fileops import OpRequest
+from clerk.fileops.beneath import Beneath, OutsideRoots
 
 
 @pytest.fixture
@@ -144,3 +150,139 @@ def test_two_processes_racing_for_the_same_destinations(env, policy, fallback):
     for row in env.rows():
         if row["state"] == "done":
             assert os.lstat(str(row["dst"])).st_ino == row["dst_inode"]
+
+
+# --- a destination directory flipped to a symlink out of the roots (issue 13) ---------
+RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> None:
+    """Swap two names atomically (renameat2 RENAME_EXCHANGE): never a moment without either."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), a, None, b)
+
+
+class Flipper:
+    """A thread that swaps `directory` with a symlink to `outside`, every millisecond or so.
+
+    The real directory and the symlink trade names: for half of the time `directory` is
+    a symlink out of the roots and the real directory sits at `directory + "-swap"`
+    (inside the same root). `stop()` leaves the real directory at `directory`.
+    """
+
+    def __init__(self, directory: str, outside: str):
+        self.directory, self.swap = directory, directory + "-swap"
+        os.symlink(outside, self.swap)
+        self.flips = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            _exchange(self.directory, self.swap)
+            self.flips += 1
+            time.sleep(0.001)
+
+    def __enter__(self) -> Flipper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if os.path.islink(self.directory):
+            _exchange(self.directory, self.swap)
+        os.unlink(self.swap)
+
+
+def tree_hashes(*tops: Path) -> Counter[str]:
+    found: Counter[str] = Counter()
+    for top in tops:
+        for dirpath, _dirs, files in os.walk(top):
+            found.update(digest(os.path.join(dirpath, name)) for name in files)
+    return found
+
+
+@pytest.fixture
+def flip_world(tmp_path: Path, write_rules, clerk_home: Path) -> dict[str, Path]:
+    inbox, dest, outside = tmp_path / "inbox", tmp_path / "dest", tmp_path / "outside"
+    for directory in (inbox, dest / "Docs", outside):
+        directory.mkdir(parents=True)
+    write_rules(
+        f"roots:\n  inbox: {{path: {inbox}}}\n  dest: {{path: {dest}, watch: false}}\n"
+        f"rules:\n  - name: docs\n    in: inbox\n"
+        f"    actions: [{{move: '{dest}/Docs/{{name}}'}}]\n"
+    )
+    (clerk_home / "config.yaml").write_text(f"trash_dir: {tmp_path / 'trash'}\n")
+    return {"inbox": inbox, "dest": dest, "outside": outside, "db": clerk_home / "clerk.db"}
+
+
+def test_destination_flipped_to_a_symlink_out_of_the_roots_writes_nothing_outside(
+    flip_world, clerk
+):
+    inbox, dest, outside = flip_world["inbox"], flip_world["dest"], flip_world["outside"]
+    for i in range(2000):
+        (inbox / f"f{i:04d}.txt").write_bytes(f"file {i}\n".encode() * 3)
+    before = tree_hashes(inbox)
+    with Flipper(str(dest / "Docs"), str(outside)) as flipper:
+        result = clerk("scan", "--json")
+    assert flipper.flips > 50, "the flipper hardly ran: the race was not exercised"
+    assert result.returncode in (0, 1), result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(outside)) == [], "clerk wrote outside its roots"
+    assert tree_hashes(inbox, dest) == before  # nothing lost, nothing doubled
+    # every file is either placed in Docs or still in the inbox with a message saying why
+    report = json.loads(result.stdout)
+    by_path = {f["path"]: f for f in report["files"]}
+    assert len(by_path) == 2000
+    for path, outcome in by_path.items():
+        name = os.path.basename(path)
+        assert len(outcome["ops"]) == 1, outcome
+        [op] = outcome["ops"]
+        if op["status"] == "done":
+            assert op["dst"] == str(dest / "Docs" / name)
+            assert os.lstat(op["dst"]).st_ino == op["dst_inode"]
+            assert not os.path.lexists(path)
+        else:
+            assert op["status"] in ("failed", "skipped") and (op.get("error") or op.get("note"))
+            assert os.path.exists(path) and not os.path.lexists(dest / "Docs" / name)
+    # the journal agrees with the disk
+    for row in sqlite_utils.Database(flip_world["db"])["ops"].rows:
+        if row["state"] == "done":
+            assert os.lstat(row["dst"]).st_ino == row["dst_inode"], row
+        else:
+            assert os.path.exists(row["src"]) and row["error"], row
+    # and once the directory holds still, a second scan finishes the work
+    clerk("scan", check=True)
+    assert sorted(os.listdir(inbox)) == []
+    assert len(os.listdir(dest / "Docs")) == 2000
+    assert tree_hashes(dest) == before
+
+
+def test_an_opened_directory_is_never_where_a_flipped_symlink_leads(env, tmp_path):
+    """The primitive under the scan above: each open either reaches the real directory
+    or refuses with the reason, however the flips fall."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    docs = env.path("Docs")
+    os.mkdir(docs)
+    real = os.stat(docs)
+    dirs = Beneath(env.roots)
+    seen: Counter[str] = Counter()
+    with Flipper(docs, str(outside)):
+        deadline = time.monotonic() + 10
+        while sum(seen.values()) < 2000 or not (seen["opened"] and seen["refused"]):
+            assert time.monotonic() < deadline, f"the flips never showed both ways: {seen}"
+            try:
+                fd = dirs.open_dir(os.path.join(docs, "sub"), create=True)
+            except OutsideRoots as exc:
+                assert str(exc) == f"{docs}/sub resolves to {outside}/sub, outside every root"
+                seen["refused"] += 1
+            else:
+                parent = os.stat("..", dir_fd=fd)
+                assert (parent.st_dev, parent.st_ino) == (real.st_dev, real.st_ino)
+                seen["opened"] += 1
+            dirs.close()
+    assert not os.listdir(outside)

@@ -189,6 +189,39 @@ def test_destination_outside_roots_is_refused(world, write_rules, clerk, tmp_pat
     assert (world["inbox"] / "x.txt").exists()
 
 
+def test_destination_through_a_symlink_is_judged_where_it_leads(  # type: ignore[no-untyped-def]
+    world, write_rules, clerk, tmp_path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (world["out"] / "real").mkdir()
+    os.symlink(outside, world["out"] / "sneaky")  # out of the roots: refused
+    os.symlink("real", world["out"] / "alias")  # to a directory inside them: followed
+    out = world["out"]
+    rules(
+        write_rules,
+        world,
+        f"""\
+  - name: sneaky
+    in: inbox
+    match: [{{extension: txt}}]
+    actions: [{{move: "{out}/sneaky/{{name}}"}}]
+  - name: alias
+    in: inbox
+    match: [{{extension: md}}]
+    actions: [{{move: "{out}/alias/sub/{{name}}"}}]
+""",
+    )
+    (world["inbox"] / "x.txt").write_text("x")
+    (world["inbox"] / "y.md").write_text("y")
+    for dry in (["--dry-run"], []):
+        result = clerk("scan", *dry)
+        assert result.returncode == 1, result.stdout
+        assert f"{out}/sneaky resolves to {outside}, outside every root" in result.stderr
+    assert (world["inbox"] / "x.txt").exists() and not os.listdir(outside)
+    assert (out / "real" / "sub" / "y.md").read_text() == "y"
+
+
 def test_awkward_names(world, write_rules, clerk) -> None:  # type: ignore[no-untyped-def]
     out = world["out"]
     move_everything(write_rules, world)

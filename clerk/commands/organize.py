@@ -128,8 +128,12 @@ def _print_scan(summary: Any, dry_run: bool) -> None:
     if dry_run:
         for outcome in summary.outcomes:
             for op in outcome.ops:
+                if op.status == "failed":  # the op would not happen: say why, as a scan does
+                    click.echo(f"error: {printable(op.src)}: {op.kind}: {op.error}", err=True)
+                    continue
                 dst = f" -> {printable(op.dst)}" if op.dst else ""
-                click.echo(f"[{op.rule}] {op.kind} {printable(op.src)}{dst}")
+                why = f" (skipped: {op.note})" if op.status == "skipped" and op.note else ""
+                click.echo(f"[{op.rule}] {op.kind} {printable(op.src)}{dst}{why}")
             for effect in outcome.effects:
                 click.echo(f"[{', '.join(outcome.rules)}] {effect} {printable(outcome.path)}")
             if outcome.error:

@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from typing import IO, BinaryIO
 
-from clerk.fileops.primitives import CHUNK, Checkpoint, create_exclusive
+from clerk.fileops.primitives import CHUNK, At, Checkpoint, create_exclusive, open_regular
 
 FORMATS: tuple[tuple[str, str], ...] = (
     (".tar.gz", "gz"), (".tgz", "gz"), (".tar.bz2", "bz2"), (".tbz2", "bz2"),
@@ -58,7 +58,7 @@ class _HashingReader:
         return data
 
 
-def write_archive(src_fd: int, tmp: str, fmt: str, member: str, checkpoint: Checkpoint) -> str:
+def write_archive(src_fd: int, tmp: At, fmt: str, member: str, checkpoint: Checkpoint) -> str:
     """Write the file open as `src_fd` as the only member of a new archive at `tmp`.
 
     The archive is fsynced before returning; returns the blake2b of the member data.
@@ -105,63 +105,86 @@ def _write_zip(src_fd: int, out: BinaryIO, member: str, st: os.stat_result) -> s
     return digest.hexdigest()
 
 
-def _open_member(path: str, fmt: str, member: str) -> tuple[object, IO[bytes]]:
-    if fmt == "zip":
-        archive = zipfile.ZipFile(path)
-        return archive, archive.open(member)
-    tar = tarfile.open(path, mode=f"r:{fmt}" if fmt else "r:")  # type: ignore[call-overload]  # noqa: SIM115 (closed by the caller)
-    stream = tar.extractfile(member)
-    if stream is None:
-        tar.close()
-        raise KeyError(member)
-    return tar, stream
+class _Archive:
+    """An archive opened for reading through a descriptor (never by path)."""
+
+    def __init__(self, at: At, fmt: str):
+        self.file = os.fdopen(open_regular(at), "rb")
+        try:
+            if fmt == "zip":
+                self.zip: zipfile.ZipFile | None = zipfile.ZipFile(self.file)
+                self.tar: tarfile.TarFile | None = None
+            else:
+                mode = f"r:{fmt}" if fmt else "r:"
+                self.zip = None
+                self.tar = tarfile.open(fileobj=self.file, mode=mode)  # type: ignore[call-overload]  # noqa: SIM115 (closed by close())
+        except BaseException:
+            self.file.close()
+            raise
+
+    def stream(self, member: str) -> IO[bytes]:
+        if self.zip is not None:
+            return self.zip.open(member)
+        assert self.tar is not None
+        stream = self.tar.extractfile(member)
+        if stream is None:
+            raise KeyError(member)
+        return stream
+
+    def info(self, member: str) -> tuple[int, float]:
+        """(mode, mtime) stored for `member`, for restoring them on extraction."""
+        if self.zip is not None:
+            zinfo = self.zip.getinfo(member)
+            mode = (zinfo.external_attr >> 16) & 0o7777 or 0o644
+            return mode, time.mktime((*zinfo.date_time, 0, 0, -1))
+        assert self.tar is not None
+        tinfo = self.tar.getmember(member)
+        return tinfo.mode, float(tinfo.mtime)
+
+    def close(self) -> None:
+        try:
+            if self.zip is not None:
+                self.zip.close()
+            if self.tar is not None:
+                self.tar.close()
+        finally:
+            self.file.close()
 
 
-def member_digest(path: str, fmt: str, member: str) -> str | None:
+def member_digest(at: At, fmt: str, member: str) -> str | None:
     """The blake2b of `member` read back from the archive, or None if unreadable."""
     try:
-        archive, stream = _open_member(path, fmt, member)
+        archive = _Archive(at, fmt)
     except _READ_ERRORS:
         return None
     digest = hashlib.blake2b()
     try:
-        with stream:
+        with archive.stream(member) as stream:
             while chunk := stream.read(CHUNK):
                 digest.update(chunk)
     except _READ_ERRORS:
         return None
     finally:
-        archive.close()  # type: ignore[attr-defined]
+        archive.close()
     return digest.hexdigest()
 
 
-def member_info(path: str, fmt: str, member: str) -> tuple[int, float] | None:
-    """(mode, mtime) stored for `member`, for restoring them on extraction."""
-    try:
-        if fmt == "zip":
-            with zipfile.ZipFile(path) as archive:
-                zinfo = archive.getinfo(member)
-                mode = (zinfo.external_attr >> 16) & 0o7777 or 0o644
-                return mode, time.mktime((*zinfo.date_time, 0, 0, -1))
-        with tarfile.open(path, mode=f"r:{fmt}" if fmt else "r:") as tar:  # type: ignore[call-overload]
-            tinfo = tar.getmember(member)
-            return tinfo.mode, float(tinfo.mtime)
-    except _READ_ERRORS:
-        return None
-
-
-def extract_member(path: str, fmt: str, member: str, tmp: str, checkpoint: Checkpoint) -> str:
+def extract_member(source: At, fmt: str, member: str, tmp: At, checkpoint: Checkpoint) -> str:
     """Write `member` to a new file `tmp` (fsynced); returns the blake2b of its data."""
-    archive, stream = _open_member(path, fmt, member)
+    archive = _Archive(source, fmt)
     digest = hashlib.blake2b()
     try:
+        stream = archive.stream(member)
         fd = create_exclusive(tmp, 0o600)
         with os.fdopen(fd, "wb") as out, stream:
             while chunk := stream.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
             out.flush()
-            info = member_info(path, fmt, member)
+            try:
+                info: tuple[int, float] | None = archive.info(member)
+            except _READ_ERRORS:
+                info = None
             if info is not None:
                 os.fchmod(out.fileno(), info[0] & 0o7777)
                 os.utime(out.fileno(), (info[1], info[1]))
@@ -169,5 +192,5 @@ def extract_member(path: str, fmt: str, member: str, tmp: str, checkpoint: Check
             os.fsync(out.fileno())
             checkpoint("after_fsync")
     finally:
-        archive.close()  # type: ignore[attr-defined]
+        archive.close()
     return digest.hexdigest()

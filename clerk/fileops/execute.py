@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 from sqlite_utils import Database
 
+from clerk.fileops.beneath import Beneath
 from clerk.fileops.op import Op
 from clerk.fileops.perform import Performer
 from clerk.fileops.plan import Planner
@@ -121,8 +122,13 @@ class FileOps:
         # read once: checking the environment per op would cost on the hot path
         self._crash_at = crash_step_from_env()
         self._finder = TrashFinder(trash_dir)
-        self._planner = Planner(roots, self._finder)
-        self._performer = Performer(db, self._finder, self._checkpoint, self._planner.claimed)
+        # directories are opened beneath the roots, and the descriptors kept only for
+        # the length of one call: see clerk.fileops.beneath
+        self._dirs = Beneath(roots)
+        self._planner = Planner(roots, self._finder, self._dirs)
+        self._performer = Performer(
+            db, self._finder, self._checkpoint, self._planner.claimed, self._dirs
+        )
         self._lock = JournalLock(db)
 
     def _checkpoint(self, step: str) -> None:
@@ -134,15 +140,17 @@ class FileOps:
         """Perform `requests`; one `OpResult` per request, in the same order."""
         batch = batch or new_batch_id()
         self._planner.reset()
-        self._performer.reset()
         ops_by_index: dict[int, Op] = {}
-        for round_indexes in chain_rounds(requests):
-            ops: list[Op] = []
-            for index in round_indexes:
-                planned = self._plan_request(requests, index, ops_by_index)
-                ops_by_index[index] = planned[-1]
-                ops.extend(planned)
-            self._run(ops, batch, dry_run=self.dry_run)
+        try:
+            for round_indexes in chain_rounds(requests):
+                ops: list[Op] = []
+                for index in round_indexes:
+                    planned = self._plan_request(requests, index, ops_by_index)
+                    ops_by_index[index] = planned[-1]
+                    ops.extend(planned)
+                self._run(ops, batch, dry_run=self.dry_run)
+        finally:
+            self._dirs.close()
         return [ops_by_index[index].result() for index in range(len(requests))]
 
     def _plan_request(
@@ -228,7 +236,10 @@ class FileOps:
                 op.state, op.note = "planned", "interrupted; recovery would settle it"
             return [op.result() for op in ops]
         with self._lock.hold(exclusive=True):
-            ops = [recover_op(op_from_row(row)) for row in pending_ops(self.db)]
+            try:
+                ops = [recover_op(op_from_row(row), self._dirs) for row in pending_ops(self.db)]
+            finally:
+                self._dirs.close()
             self._record(ops)
         results = []
         for op in ops:
@@ -243,10 +254,13 @@ class FileOps:
         """Reverse ops, newest first; each reverse is a journaled op (`undoes` set)."""
         batch = new_batch_id("undo-")
         results = []
-        for op_id in sorted(set(op_ids), reverse=True):
-            self._planner.reset()
-            op = plan_undo(self.db, self._planner, op_id)
-            if op.state == "pending":
-                self._run([op], batch, dry_run=dry_run or self.dry_run)
-            results.append(op.result())
+        try:
+            for op_id in sorted(set(op_ids), reverse=True):
+                self._planner.reset()
+                op = plan_undo(self.db, self._planner, op_id)
+                if op.state == "pending":
+                    self._run([op], batch, dry_run=dry_run or self.dry_run)
+                results.append(op.result())
+        finally:
+            self._dirs.close()
         return results

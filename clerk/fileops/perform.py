@@ -10,65 +10,91 @@ recovery always knows where to look.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
+import stat
 from collections.abc import Callable
 
 from sqlite_utils import Database
 
 from clerk.fileops.archive import extract_member, member_digest, write_archive
+from clerk.fileops.beneath import Beneath
 from clerk.fileops.op import Op, OpFailed, OpSkipped
 from clerk.fileops.plan import free_sibling
 from clerk.fileops.primitives import (
+    At,
     Checkpoint,
     SourceChanged,
     copy_to_temp,
     describe_error,
     fsync_dir,
     identity,
-    lstat_or_none,
+    lstat_at,
     open_source,
-    parent_dir,
+    remove_quietly,
     rename_noreplace,
-    temp_path,
+    temp_name,
 )
 from clerk.fileops.trash import TrashDir, TrashFinder, free_name, write_info
 from clerk.store.journal import retarget_op
 
 
-def remove_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+def anchor_trash(dirs: Beneath, op: Op) -> None:
+    """Let `dirs` reach the trash an op writes to (trash) or restores from (undo)."""
+    for path in (
+        op.dst if op.kind == "trash" else None,
+        op.src if op.extra.get("restore_info") else None,
+    ):
+        if path:
+            trash = TrashDir.holding(path)
+            dirs.add_anchor(trash.path, follow_last=not trash.is_volume_trash)
 
 
-def trash_of(op: Op) -> TrashDir:
-    """The trash an op's destination (`TRASH/files/NAME`) lives in."""
-    assert op.dst is not None
-    path = os.path.dirname(os.path.dirname(op.dst))
-    topdir = os.path.dirname(path) if os.path.basename(path).startswith(".Trash") else None
-    return TrashDir(path, topdir)
+def is_same_file(st: os.stat_result, op: Op) -> bool:
+    """Is `st` the op's source as planned: that inode, and still a file (or link)?"""
+    ident = op.ident
+    kind_ok = stat.S_ISLNK(st.st_mode) if op.is_link else stat.S_ISREG(st.st_mode)
+    return kind_ok and ident is not None and (st.st_dev, st.st_ino) == (ident.dev, ident.ino)
+
+
+def describe_kind(st: os.stat_result) -> str:
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISREG(mode):
+        return "another file"
+    return "a special file"
 
 
 class Performer:
-    """Acts on planned ops. `claimed` is shared with the planner of the same call."""
+    """Acts on planned ops. `claimed` is shared with the planner of the same call.
+
+    Every file is named by `At(directory descriptor, name)` from `dirs`, never by a
+    path the kernel resolves: see `clerk.fileops.beneath`.
+    """
 
     def __init__(
-        self, db: Database, finder: TrashFinder, checkpoint: Checkpoint, claimed: set[str]
+        self,
+        db: Database,
+        finder: TrashFinder,
+        checkpoint: Checkpoint,
+        claimed: set[str],
+        dirs: Beneath,
     ):
         self.db = db
         self.finder = finder
         self.checkpoint = checkpoint
         self.claimed = claimed
-        self._known_dirs: set[str] = set()
+        self.dirs = dirs
         self._handlers: dict[str, Callable[[Op], None]] = {
             "move": self._move, "rename": self._move, "copy": self._copy,
             "symlink": self._symlink, "hardlink": self._hardlink, "trash": self._trash,
             "delete": self._delete, "archive": self._archive,
         }  # fmt: skip
-
-    def reset(self) -> None:
-        self._known_dirs.clear()
 
     def perform(self, op: Op) -> None:
         """Do `op`; sets its state. Unexpected errors propagate with the op pending."""
@@ -76,7 +102,9 @@ class Performer:
         if displaced is not None and displaced.state != "done":
             op.fail(f"could not move the existing destination away: {displaced.error}")
             return
+        self.dirs.trim()
         try:
+            anchor_trash(self.dirs, op)
             self._handlers[op.kind](op)
         except OpSkipped as exc:
             op.skip(str(exc))
@@ -88,19 +116,50 @@ class Performer:
             op.fail(describe_error(exc))
 
     # --- helpers -----------------------------------------------------------------------
-    def ensure_parent(self, path: str) -> None:
-        parent = parent_dir(path)
-        if parent not in self._known_dirs:
-            os.makedirs(parent, exist_ok=True)
-            self._known_dirs.add(parent)
+    def _at(self, path: str, *, create: bool = False) -> At:
+        return At(*self.dirs.parent(path, create=create))
 
-    def _conflict(self, op: Op) -> None:
-        """The destination appeared after planning: apply the policy, never overwrite."""
+    def _source(self, op: Op) -> At:
+        """The source, reached through its opened directory and checked right before
+        acting: still the file (or link) that was planned, not something put in its place."""
+        src = self._at(op.src)
+        st = lstat_at(src)
+        if st is None:
+            raise OpSkipped(f"the source is gone since it was seen: {op.src}")
+        if not is_same_file(st, op):
+            raise OpSkipped(
+                f"the source was replaced since it was seen (now {describe_kind(st)}); "
+                f"not touched: {op.src}"
+            )
+        return src
+
+    def _check_placed(self, op: Op, src: At, dst: At) -> None:
+        """After a rename: was it the planned file? If something replaced the source in
+        the instant between the check and the rename, put it back and skip."""
+        assert op.ident is not None
+        st = lstat_at(dst)
+        if st is None or is_same_file(st, op):  # gone already: someone moved it on
+            op.dst_dev, op.dst_inode = op.ident.dev, op.ident.ino
+            return
+        try:
+            rename_noreplace(dst, src)
+        except OSError as exc:
+            raise OpFailed(
+                f"the source was replaced as it was moved; {describe_kind(st)} now at "
+                f"{op.dst} could not be put back ({describe_error(exc)})"
+            ) from None
+        raise OpSkipped(f"the source was replaced as it was moved; put back: {op.src}")
+
+    def _conflict(self, op: Op, dst: At | None = None) -> At | None:
+        """The destination appeared after planning: apply the policy, never overwrite.
+
+        Returns the new destination (same directory) when the policy picks another name.
+        """
         assert op.dst is not None
         policy = op.on_conflict
         if op.kind == "trash":
             self._next_trash_name(op)
-            return
+            return None
         if policy == "skip":
             raise OpSkipped(f"destination exists: {op.dst}")
         if policy == "fail":
@@ -108,165 +167,174 @@ class Performer:
         if policy == "overwrite":
             raise OpFailed(f"destination appeared while acting, not replaced: {op.dst}")
         wanted = op.dst
-        new = free_sibling(wanted, self.claimed)
+        exists = None
+        if dst is not None:
+            fd = dst.dir_fd
+            exists = lambda path: lstat_at(At(fd, os.path.basename(path))) is not None  # noqa: E731
+        new = free_sibling(wanted, self.claimed, exists)
         retarget_op(self.db, op.id, new, op.extra)
         self.claimed.add(new)
         op.dst = new
         op.note = f"renamed to {os.path.basename(new)}: {os.path.basename(wanted)} exists"
+        return None if dst is None else At(dst.dir_fd, os.path.basename(new))
 
-    def _source_unchanged(self, op: Op) -> bool:
-        st = lstat_or_none(op.src)
+    def _source_unchanged(self, op: Op, src: At) -> bool:
+        st = lstat_at(src)
         return st is not None and identity(st) == op.ident
 
-    def _place(self, op: Op, tmp: str) -> None:
+    def _place(self, op: Op, tmp: At, dst: At) -> At:
         """Move a verified temp file to the op's destination, never replacing anything."""
-        assert op.dst is not None
         try:
             while True:
                 try:
-                    rename_noreplace(tmp, op.dst)
-                    return
+                    rename_noreplace(tmp, dst)
+                    return dst
                 except FileExistsError:
-                    self._conflict(op)
+                    dst = self._conflict(op, dst) or dst
         except BaseException:
             remove_quietly(tmp)
             raise
 
-    def _unlink_source(self, op: Op) -> None:
+    def _unlink_source(self, src: At) -> None:
         self.checkpoint("before_unlink_src")
-        os.unlink(op.src)
-        fsync_dir(os.path.dirname(op.src))
+        os.unlink(src.name, dir_fd=src.dir_fd)
+        fsync_dir(src.dir_fd)
         self.checkpoint("after_unlink_src")
 
     # --- move, copy --------------------------------------------------------------------
     def _move(self, op: Op) -> None:
         assert op.dst is not None and op.ident is not None
-        self.ensure_parent(op.dst)
+        src = self._source(op)
+        dst = self._at(op.dst, create=True)
         retried = False
         while True:
             try:
-                rename_noreplace(op.src, op.dst)
+                rename_noreplace(src, dst)
                 break
             except FileExistsError:
-                self._conflict(op)
+                dst = self._conflict(op, dst) or dst
             except OSError as exc:
                 if exc.errno == errno.EXDEV:
-                    self._transfer(op, remove_source=True)
+                    self._transfer(op, src, remove_source=True)
                     return
-                if exc.errno == errno.ENOENT and not os.path.lexists(op.src):
-                    # someone else moved or deleted it since it was seen (another scan
-                    # of the same root, a user): not clerk's failure, and nothing lost
-                    raise OpSkipped(f"the source is gone since it was seen: {op.src}") from None
                 if exc.errno != errno.ENOENT or retried:
                     raise
-                # the destination directory vanished since we cached it: recreate once
-                self._known_dirs.discard(os.path.dirname(op.dst))
-                self.ensure_parent(op.dst)
+                if lstat_at(src) is None:
+                    # someone else moved or deleted it since it was checked (another scan
+                    # of the same root, a user): not clerk's failure, and nothing lost
+                    raise OpSkipped(f"the source is gone since it was seen: {op.src}") from None
+                # the destination directory was removed since it was opened: open it afresh
+                self.dirs.close()
+                src, dst = self._source(op), self._at(op.dst, create=True)
                 retried = True
         self.checkpoint("after_place")
-        op.dst_dev, op.dst_inode = op.ident.dev, op.ident.ino
+        self._check_placed(op, src, dst)
         self._finish_restore(op)
         op.state = "done"
 
     def _copy(self, op: Op) -> None:
-        self._transfer(op, remove_source=False)
+        self._transfer(op, self._source(op), remove_source=False)
 
-    def _transfer(self, op: Op, *, remove_source: bool) -> None:
+    def _transfer(self, op: Op, src: At, *, remove_source: bool) -> None:
         """The cross-file-system protocol (and every copy)."""
         assert op.dst is not None
-        self.ensure_parent(op.dst)
+        dst = self._at(op.dst, create=True)
         if op.is_link:
-            self._transfer_link(op, remove_source=remove_source)
+            self._transfer_link(op, src, dst, remove_source=remove_source)
             return
-        tmp = temp_path(op.dst, op.id)
-        copied = copy_to_temp(op.src, tmp, op.ident, self.checkpoint)
+        tmp = At(dst.dir_fd, temp_name(op.id))
+        copied = copy_to_temp(src, tmp, op.ident, self.checkpoint)
         op.hash = copied.digest
-        self._place(op, tmp)
-        fsync_dir(os.path.dirname(op.dst))
+        dst = self._place(op, tmp, dst)
+        fsync_dir(dst.dir_fd)
         self.checkpoint("after_place")
-        if not self._source_unchanged(op):
-            self._remove_if_same(op.dst, copied.dev, copied.ino)
+        if not self._source_unchanged(op, src):
+            self._remove_if_same(dst, copied.dev, copied.ino)
             raise OpFailed("source changed during copy; the copy was removed, source kept")
         op.dst_dev, op.dst_inode = copied.dev, copied.ino
         if remove_source:
-            self._unlink_source_or_undo_copy(op, copied.dev, copied.ino)
+            self._unlink_source_or_undo_copy(src, dst, copied.dev, copied.ino)
         self._finish_restore(op)
         op.state = "done"
 
-    def _transfer_link(self, op: Op, *, remove_source: bool) -> None:
+    def _transfer_link(self, op: Op, src: At, dst: At, *, remove_source: bool) -> None:
         """Symlinks travel as links: a new link with the same target."""
-        assert op.dst is not None
-        target = os.readlink(op.src)
+        target = os.readlink(src.name, dir_fd=src.dir_fd)
         while True:
             try:
-                os.symlink(target, op.dst)
+                os.symlink(target, dst.name, dir_fd=dst.dir_fd)
                 break
             except FileExistsError:
-                self._conflict(op)
-        st = os.lstat(op.dst)
-        fsync_dir(os.path.dirname(op.dst))
+                dst = self._conflict(op, dst) or dst
+        st = os.stat(dst.name, dir_fd=dst.dir_fd, follow_symlinks=False)
+        fsync_dir(dst.dir_fd)
         self.checkpoint("after_place")
         op.dst_dev, op.dst_inode = st.st_dev, st.st_ino
         if remove_source:
-            if not self._source_unchanged(op):
-                self._remove_if_same(op.dst, st.st_dev, st.st_ino)
+            if not self._source_unchanged(op, src):
+                self._remove_if_same(dst, st.st_dev, st.st_ino)
                 raise OpFailed("source changed while moving; nothing moved")
-            self._unlink_source_or_undo_copy(op, st.st_dev, st.st_ino)
+            self._unlink_source_or_undo_copy(src, dst, st.st_dev, st.st_ino)
         self._finish_restore(op)
         op.state = "done"
 
-    def _unlink_source_or_undo_copy(self, op: Op, dev: int, ino: int) -> None:
+    def _unlink_source_or_undo_copy(self, src: At, dst: At, dev: int, ino: int) -> None:
         """A move whose source cannot be removed (read-only, permissions) is no move:
         take the copy back out rather than leave the file in two places."""
-        assert op.dst is not None
         try:
-            self._unlink_source(op)
+            self._unlink_source(src)
         except OSError as exc:
-            self._remove_if_same(op.dst, dev, ino)
+            self._remove_if_same(dst, dev, ino)
             reason = describe_error(exc)
             raise OpFailed(f"cannot remove the source ({reason}); the copy was removed") from None
 
-    def _remove_if_same(self, path: str, dev: int, ino: int) -> None:
-        st = lstat_or_none(path)
+    def _remove_if_same(self, at: At, dev: int, ino: int) -> None:
+        st = lstat_at(at)
         if st is not None and (st.st_dev, st.st_ino) == (dev, ino):
-            os.unlink(path)
-            fsync_dir(os.path.dirname(path))
+            os.unlink(at.name, dir_fd=at.dir_fd)
+            fsync_dir(at.dir_fd)
 
     def _finish_restore(self, op: Op) -> None:
         """A restore from the trash drops its trashinfo once the file is back."""
         info = op.extra.get("restore_info")
         if info:
-            remove_quietly(info)
+            remove_quietly(self._at(info))
 
     # --- links -------------------------------------------------------------------------
     def _symlink(self, op: Op) -> None:
         assert op.dst is not None
-        self.ensure_parent(op.dst)
+        dst = self._at(op.dst, create=True)
         while True:
             try:
-                os.symlink(op.extra["target"], op.dst)
+                os.symlink(op.extra["target"], dst.name, dir_fd=dst.dir_fd)
                 break
             except FileExistsError:
-                self._conflict(op)
+                dst = self._conflict(op, dst) or dst
         self.checkpoint("after_place")
-        st = os.lstat(op.dst)
+        st = os.stat(dst.name, dir_fd=dst.dir_fd, follow_symlinks=False)
         op.dst_dev, op.dst_inode = st.st_dev, st.st_ino
         op.state = "done"
 
     def _hardlink(self, op: Op) -> None:
         assert op.dst is not None and op.ident is not None
-        self.ensure_parent(op.dst)
+        src = self._source(op)
+        dst = self._at(op.dst, create=True)
         while True:
             try:
-                os.link(op.src, op.dst, follow_symlinks=False)
+                os.link(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd,
+                        follow_symlinks=False)  # fmt: skip
                 break
             except FileExistsError:
-                self._conflict(op)
+                dst = self._conflict(op, dst) or dst
             except OSError as exc:
                 if exc.errno == errno.EXDEV:
                     raise OpFailed("cannot hardlink across file systems") from None
                 raise
         self.checkpoint("after_place")
+        st = lstat_at(dst)
+        if st is not None and not is_same_file(st, op):  # linked what replaced the source
+            os.unlink(dst.name, dir_fd=dst.dir_fd)
+            raise OpSkipped(f"the source was replaced as it was linked; not linked: {op.src}")
         op.dst_dev, op.dst_inode = op.ident.dev, op.ident.ino
         op.state = "done"
 
@@ -274,34 +342,38 @@ class Performer:
     def _trash(self, op: Op) -> None:
         assert op.dst is not None and op.ident is not None
         trash = self._usable_trash(op)
+        src = self._source(op)
         self._reserve_info(op, trash)
+        dst: At | None = None
         try:
+            dst = self._at(op.dst)
             while True:
                 try:
-                    rename_noreplace(op.src, op.dst)
+                    rename_noreplace(src, dst)
                     break
                 except FileExistsError:
                     self._next_trash_name(op)  # an orphan in files/: take another name
+                    dst = self._at(op.dst)
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise
-                    self._transfer(op, remove_source=True)
+                    self._transfer(op, src, remove_source=True)
                     return
+            self.checkpoint("after_place")
+            self._check_placed(op, src, dst)
         except BaseException:
-            if not os.path.lexists(op.dst) or not self._is_ours(op):
-                remove_quietly(op.extra["trashinfo"])
+            if dst is None or not self._is_ours(op, dst):
+                remove_quietly(self._at(op.extra["trashinfo"]))
             raise
-        self.checkpoint("after_place")
-        op.dst_dev, op.dst_inode = op.ident.dev, op.ident.ino
         op.state = "done"
 
-    def _is_ours(self, op: Op) -> bool:
-        st = lstat_or_none(op.dst or "")
+    def _is_ours(self, op: Op, dst: At) -> bool:
+        st = lstat_at(dst)
         return st is not None and op.ident is not None and st.st_ino == op.ident.ino
 
     def _usable_trash(self, op: Op) -> TrashDir:
         """The planned trash, created if needed; else the home trash (by copy)."""
-        trash = trash_of(op)
+        trash = TrashDir.holding(op.dst or "")
         try:
             self.finder.prepare(trash)
             return trash
@@ -312,12 +384,13 @@ class Performer:
         home = self.finder.home
         self.finder.prepare(home)
         self._retarget_trash(op, home, free_name(home, os.path.basename(op.src), self.claimed))
+        anchor_trash(self.dirs, op)
         return home
 
     def _reserve_info(self, op: Op, trash: TrashDir) -> None:
         while True:
             try:
-                write_info(op.extra["trashinfo"], op.src, trash)
+                write_info(self._at(op.extra["trashinfo"]), op.src, trash)
                 return
             except FileExistsError:
                 name = free_name(trash, os.path.basename(op.src), self.claimed)
@@ -325,8 +398,8 @@ class Performer:
 
     def _next_trash_name(self, op: Op) -> None:
         """files/NAME is taken after all: give up our info there and reserve another."""
-        trash = trash_of(op)
-        remove_quietly(op.extra["trashinfo"])
+        trash = TrashDir.holding(op.dst or "")
+        remove_quietly(self._at(op.extra["trashinfo"]))
         self._retarget_trash(op, trash, free_name(trash, os.path.basename(op.src), self.claimed))
         self._reserve_info(op, trash)
 
@@ -337,12 +410,13 @@ class Performer:
         self.claimed.add(op.dst)
 
     def _delete(self, op: Op) -> None:
-        st = lstat_or_none(op.src)
+        src = self._at(op.src)
+        st = lstat_at(src)
         if st is None:
             raise OpFailed(f"already gone: {op.src}")
         if identity(st) != op.ident:
             raise OpFailed(f"changed since it was checked, not removed: {op.src}")
-        self._unlink_source(op)
+        self._unlink_source(src)
         op.state = "done"
 
     # --- archive -----------------------------------------------------------------------
@@ -351,10 +425,11 @@ class Performer:
         if op.extra.get("extract"):
             self._extract(op)
             return
-        self.ensure_parent(op.dst)
+        src = self._source(op)
+        dst = self._at(op.dst, create=True)
         fmt, member = op.extra["format"], op.extra["member"]
-        tmp = temp_path(op.dst, op.id)
-        src_fd = open_source(op.src, op.ident)
+        tmp = At(dst.dir_fd, temp_name(op.id))
+        src_fd = open_source(src, op.ident)
         try:
             digest = write_archive(src_fd, tmp, fmt, member, self.checkpoint)
         except BaseException:
@@ -366,42 +441,43 @@ class Performer:
             remove_quietly(tmp)
             raise OpFailed("archive verification failed: the member did not read back intact")
         op.hash = digest
-        self._place(op, tmp)
-        fsync_dir(os.path.dirname(op.dst))
+        dst = self._place(op, tmp, dst)
+        fsync_dir(dst.dir_fd)
         self.checkpoint("after_place")
-        st = os.lstat(op.dst)
-        if not self._source_unchanged(op):
-            self._remove_if_same(op.dst, st.st_dev, st.st_ino)
+        st = os.stat(dst.name, dir_fd=dst.dir_fd, follow_symlinks=False)
+        if not self._source_unchanged(op, src):
+            self._remove_if_same(dst, st.st_dev, st.st_ino)
             raise OpFailed("source changed while archiving; archive removed, source kept")
         op.dst_dev, op.dst_inode = st.st_dev, st.st_ino
         if not op.extra.get("keep_source"):
-            self._unlink_source_or_undo_copy(op, st.st_dev, st.st_ino)
+            self._unlink_source_or_undo_copy(src, dst, st.st_dev, st.st_ino)
         op.state = "done"
 
     def _extract(self, op: Op) -> None:
         """Undo of an archive: the member back to its path, verified; then the archive goes."""
         assert op.dst is not None
-        self.ensure_parent(op.dst)
-        tmp = temp_path(op.dst, op.id)
+        src = self._source(op)
+        dst = self._at(op.dst, create=True)
+        tmp = At(dst.dir_fd, temp_name(op.id))
         try:
             fmt, member = op.extra["format"], op.extra["member"]
-            digest = extract_member(op.src, fmt, member, tmp, self.checkpoint)
+            digest = extract_member(src, fmt, member, tmp, self.checkpoint)
         except BaseException:
             remove_quietly(tmp)
             raise
         if op.hash and digest != op.hash:
             remove_quietly(tmp)
             raise OpFailed("the archive member does not match the journaled hash; not restored")
-        self._place(op, tmp)
-        fsync_dir(os.path.dirname(op.dst))
+        dst = self._place(op, tmp, dst)
+        fsync_dir(dst.dir_fd)
         self.checkpoint("after_place")
-        st = os.lstat(op.dst)
+        st = os.stat(dst.name, dir_fd=dst.dir_fd, follow_symlinks=False)
         op.dst_dev, op.dst_inode = st.st_dev, st.st_ino
         op.state = "done"
-        if not self._source_unchanged(op):
+        if not self._source_unchanged(op, src):
             op.note = f"the archive changed since; kept {op.src}"
             return
         try:
-            self._unlink_source(op)
+            self._unlink_source(src)
         except OSError as exc:
             op.note = f"restored; the archive could not be removed ({describe_error(exc)})"

@@ -1,22 +1,28 @@
 """Turn an `OpRequest` into journal-ready `Op`s: validate, check roots, resolve conflicts.
 
 Planning touches nothing: one lstat of the source, an existence check of the
-destination, and cached realpath checks per destination directory. Conflicts are
-predicted here (and in dry runs, reported); placement re-checks atomically later.
+destination, and a check per destination directory (cached for the call) that it does
+not lead out of the roots, made by opening it the way placement will
+(`clerk.fileops.beneath`). Conflicts are predicted here (and in dry runs, reported);
+placement re-checks atomically later.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from clerk.fileops.archive import archive_format, check_member_name, member_digest
+from clerk.fileops.beneath import Beneath
 from clerk.fileops.op import Op
 from clerk.fileops.primitives import (
+    At,
     Identity,
     hash_file,
     identity,
+    lstat_at,
     lstat_or_none,
     needs_normpath,
     numbered_names,
@@ -31,12 +37,13 @@ KINDS = frozenset({"move", "copy", "rename", "symlink", "hardlink", "trash", "de
 _MISSING = object()
 
 
-def free_sibling(path: str, claimed: set[str]) -> str:
+def free_sibling(path: str, claimed: set[str], exists: Callable[[str], bool] | None = None) -> str:
     """The first free "name (N).ext" next to `path` (not existing, not claimed)."""
     directory, name = os.path.split(path)
+    exists = exists or os.path.lexists
     for candidate in numbered_names(name):
         option = os.path.join(directory, candidate)
-        if option not in claimed and not os.path.lexists(option):
+        if option not in claimed and not exists(option):
             return option
     raise FileExistsError(f"no free name for {path}")
 
@@ -44,10 +51,10 @@ def free_sibling(path: str, claimed: set[str]) -> str:
 class Planner:
     """Plans one `execute()` call; `reset()` between calls (caches, claimed names)."""
 
-    def __init__(self, roots: RootSet, finder: TrashFinder):
+    def __init__(self, roots: RootSet, finder: TrashFinder, dirs: Beneath):
         self.roots = roots
         self.finder = finder
-        self._root_reals = [os.path.realpath(root.path) for root in roots]
+        self.dirs = dirs
         self._dir_verdict: dict[str, str | None] = {}
         self.claimed: set[str] = set()  # destinations taken by ops of this call
 
@@ -142,11 +149,15 @@ class Planner:
     def _check_dir(self, parent: str) -> str | None:
         if self.roots.locate(parent) is None:
             return f"destination {parent} is outside every root"
-        real = os.path.realpath(parent)
-        for root in self._root_reals:
-            if real == root or real.startswith(root.rstrip("/") + "/"):
-                return None
-        return f"destination {parent} resolves to {real}, outside every root"
+        escape = self.dirs.escape(parent)
+        return None if escape is None else f"destination {escape}"
+
+    def _at(self, path: str) -> At | None:
+        """`path` by its opened directory, for reading; None if that cannot be opened."""
+        try:
+            return At(*self.dirs.parent(path))
+        except OSError:
+            return None
 
     # --- placement kinds ---------------------------------------------------------------
     def _plan_placement(self, op: Op, predict: bool) -> list[Op]:
@@ -209,8 +220,9 @@ class Planner:
 
     def _plan_overwrite(self, op: Op) -> list[Op]:
         assert op.dst is not None
-        st = lstat_or_none(op.dst)
-        if st is None:  # claimed by an earlier op of this call, not there yet
+        dst = self._at(op.dst)
+        st = lstat_at(dst) if dst is not None else None
+        if dst is None or st is None:  # claimed by an earlier op of this call, not there yet
             return [op.fail(f"another operation of this batch writes {op.dst}")]
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
             return [op.fail(f"destination is not a regular file, not overwritten: {op.dst}")]
@@ -219,7 +231,7 @@ class Planner:
             is_link=stat.S_ISLNK(st.st_mode), note=f"replaced by {op.src}",
         )  # fmt: skip
         if old.is_link:
-            old.extra["link"] = os.readlink(op.dst)
+            old.extra["link"] = os.readlink(dst.name, dir_fd=dst.dir_fd)
         self.plan_trash(old)
         op.displaced = old
         op.note = "replaced the existing destination (moved to trash)"
@@ -229,19 +241,24 @@ class Planner:
     def _plan_dedupe(self, op: Op) -> Op | None:
         """A duplicate source is trashed (move, archive) or left alone (copy, links)."""
         assert op.dst is not None
+        src, dst = self._at(op.src), self._at(op.dst)
+        if src is None or dst is None:
+            return None
         if op.kind == "archive":
             fmt, member = op.extra["format"], op.extra["member"]
-            digest = member_digest(op.dst, fmt, member)
-            if digest is None or digest != hash_file(op.src):
+            digest = member_digest(dst, fmt, member)
+            if digest is None or digest != hash_file(src):
                 return None
             if op.extra.get("keep_source"):
                 return op.skip(f"already archived in {op.dst}")
         elif op.kind == "symlink":
             target = op.extra["target"]
-            if os.path.islink(op.dst) and os.readlink(op.dst) == target:
+            st = lstat_at(dst)
+            is_link = st is not None and stat.S_ISLNK(st.st_mode)
+            if is_link and os.readlink(dst.name, dir_fd=dst.dir_fd) == target:
                 return op.skip(f"link already exists: {op.dst}")
             return None
-        elif op.is_link or not same_content(op.src, op.dst):
+        elif op.is_link or not same_content(src, dst):
             return None
         if op.kind in ("copy", "hardlink"):
             return op.skip(f"identical file already at {op.dst}")

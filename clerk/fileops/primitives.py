@@ -1,5 +1,9 @@
 """Low-level steps every file operation is built from.
 
+Every step names files as `At(dir_fd, name)`: a name in a directory opened through
+`clerk.fileops.beneath`, so no step lets the kernel resolve a path the roots were
+checked on (see that module).
+
 - `rename_noreplace`: place a file without ever replacing what is there
   (renameat2(RENAME_NOREPLACE), else link + unlink, which fails atomically too).
 - `copy_to_temp`: copy data, mode and mtime into a fresh temp file and fsync it,
@@ -21,7 +25,6 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-AT_FDCWD = -100
 RENAME_NOREPLACE = 1
 TMP_PREFIX = ".clerk-tmp-"
 CHUNK = 1 << 20
@@ -65,6 +68,20 @@ def identity(st: os.stat_result) -> Identity:
     return Identity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+class At(NamedTuple):
+    """A name in an opened directory: what every *at() call takes."""
+
+    dir_fd: int
+    name: str
+
+
+def lstat_at(at: At) -> os.stat_result | None:
+    try:
+        return os.stat(at.name, dir_fd=at.dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
 def lstat_or_none(path: str) -> os.stat_result | None:
     try:
         return os.lstat(path)
@@ -84,42 +101,50 @@ def needs_normpath(path: str) -> bool:
     return "//" in path or "/./" in path or "/../" in path or path.endswith(("/", "/.", "/.."))
 
 
-def rename_noreplace(src: str, dst: str) -> None:
+def rename_noreplace(src: At, dst: At) -> None:
     """Move `src` to `dst` on one file system; `FileExistsError` if `dst` exists.
 
     Raises OSError with EXDEV across file systems (the caller copies instead).
     """
     if _RENAMEAT2 is not None:
-        if _RENAMEAT2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE):
+        src_name, dst_name = os.fsencode(src.name), os.fsencode(dst.name)
+        if _RENAMEAT2(src.dir_fd, src_name, dst.dir_fd, dst_name, RENAME_NOREPLACE):
             err = ctypes.get_errno()
             # EINVAL/ENOSYS: this file system or kernel has no RENAME_NOREPLACE
             if err not in (errno.EINVAL, errno.ENOSYS):
-                raise OSError(err, os.strerror(err), src, None, dst)
+                raise OSError(err, os.strerror(err), src.name, None, dst.name)
         else:
             return
     link_then_unlink(src, dst)
 
 
-def link_then_unlink(src: str, dst: str) -> None:
+def link_then_unlink(src: At, dst: At) -> None:
     """The fallback placement: link() fails with EEXIST atomically, then drop `src`.
 
     A crash between the two leaves both names on one inode, which recovery finishes.
     """
-    os.link(src, dst, follow_symlinks=False)
-    os.unlink(src)
+    os.link(src.name, dst.name, src_dir_fd=src.dir_fd, dst_dir_fd=dst.dir_fd,
+            follow_symlinks=False)  # fmt: skip
+    os.unlink(src.name, dir_fd=src.dir_fd)
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def fsync_dir(dir_fd: int) -> None:
+    """fsync an opened directory (an O_PATH descriptor cannot be fsynced itself)."""
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+def temp_name(op_id: int) -> str:
+    """The temp name of op `op_id`, in its destination's directory: derived from the op
+    id, so recovery can find it."""
+    return f"{TMP_PREFIX}{op_id}"
+
+
 def temp_path(dst: str, op_id: int) -> str:
-    """The temp name of op `op_id`: derived from the op id, so recovery can find it."""
-    return os.path.join(os.path.dirname(dst), f"{TMP_PREFIX}{op_id}")
+    return os.path.join(os.path.dirname(dst), temp_name(op_id))
 
 
 def hash_fd(fd: int) -> str:
@@ -130,17 +155,30 @@ def hash_fd(fd: int) -> str:
     return digest.hexdigest()
 
 
-def hash_file(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def open_regular(at: At) -> int:
+    """Open a regular file for reading: never through a symlink, never blocking on a
+    FIFO or device put in its place (`OSError` EINVAL for anything not a regular file)."""
+    fd = os.open(at.name, READ_FLAGS, dir_fd=at.dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", at.name)
+    return fd
+
+
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def hash_file(at: At) -> str:
+    fd = open_regular(at)
     try:
         return hash_fd(fd)
     finally:
         os.close(fd)
 
 
-def same_content(a: str, b: str) -> bool:
+def same_content(a: At, b: At) -> bool:
     """True when `a` and `b` are regular files with the same size and blake2b hash."""
-    sa, sb = lstat_or_none(a), lstat_or_none(b)
+    sa, sb = lstat_at(a), lstat_at(b)
     if sa is None or sb is None or not (stat.S_ISREG(sa.st_mode) and stat.S_ISREG(sb.st_mode)):
         return False
     if sa.st_size != sb.st_size:
@@ -148,9 +186,14 @@ def same_content(a: str, b: str) -> bool:
     return hash_file(a) == hash_file(b)
 
 
-def open_source(path: str, expected: Identity | None) -> int:
-    """Open `path` for reading without following a symlink; refuse a swapped file."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def open_source(at: At, expected: Identity | None) -> int:
+    """Open a source for reading without following a symlink; refuse a swapped file."""
+    try:
+        fd = open_regular(at)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EINVAL):
+            raise SourceChanged("the source is no longer a regular file") from None
+        raise
     if expected is not None:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != (expected.dev, expected.ino):
@@ -159,8 +202,9 @@ def open_source(path: str, expected: Identity | None) -> int:
     return fd
 
 
-def create_exclusive(path: str, mode: int = 0o600) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+def create_exclusive(at: At, mode: int = 0o600) -> int:
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(at.name, flags, mode, dir_fd=at.dir_fd)
 
 
 class SourceChanged(Exception):
@@ -174,9 +218,7 @@ class CopyResult(NamedTuple):
     ino: int
 
 
-def copy_to_temp(
-    src: str, tmp: str, expected: Identity | None, checkpoint: Checkpoint
-) -> CopyResult:
+def copy_to_temp(src: At, tmp: At, expected: Identity | None, checkpoint: Checkpoint) -> CopyResult:
     """Copy `src` into a new file `tmp` (mode, mtime kept), fsync it, verify it.
 
     Removes `tmp` on any failure. Raises `SourceChanged` if the source is not
@@ -187,16 +229,18 @@ def copy_to_temp(
         tmp_fd = create_exclusive(tmp)
         try:
             result = _copy_fds(src_fd, tmp_fd, checkpoint)
+            # read back through the same descriptor: the bytes that will be placed
+            verified = hash_fd(tmp_fd) == result.digest and os.fstat(tmp_fd).st_size == result.size
         except BaseException:
             os.close(tmp_fd)
-            _remove_quietly(tmp)
+            remove_quietly(tmp)
             raise
         os.close(tmp_fd)
     finally:
         os.close(src_fd)
-    if hash_file(tmp) != result.digest or os.lstat(tmp).st_size != result.size:
-        _remove_quietly(tmp)
-        raise OSError(errno.EIO, "copy verification failed (hash mismatch)", tmp)
+    if not verified:
+        remove_quietly(tmp)
+        raise OSError(errno.EIO, "copy verification failed (hash mismatch)", tmp.name)
     return result
 
 
@@ -220,9 +264,9 @@ def _copy_fds(src_fd: int, tmp_fd: int, checkpoint: Checkpoint) -> CopyResult:
     return CopyResult(digest.hexdigest(), size, tmp_st.st_dev, tmp_st.st_ino)
 
 
-def _remove_quietly(path: str) -> None:
+def remove_quietly(at: At) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+        os.unlink(at.name, dir_fd=at.dir_fd)
 
 
 def numbered_names(name: str) -> Iterator[str]:

@@ -9,21 +9,25 @@ temp is removed, the source stays). Only temp files of pending ops are touched.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from collections.abc import Callable
 from typing import Any
 
 from clerk.fileops.archive import member_digest
+from clerk.fileops.beneath import Beneath
 from clerk.fileops.op import Op
+from clerk.fileops.perform import anchor_trash
 from clerk.fileops.plan import source_identity
 from clerk.fileops.primitives import (
+    At,
     describe_error,
     fsync_dir,
     hash_file,
     identity,
-    lstat_or_none,
+    lstat_at,
+    remove_quietly,
+    temp_name,
     temp_path,
 )
 
@@ -41,178 +45,215 @@ def op_from_row(row: dict[str, Any]) -> Op:
     )  # fmt: skip
 
 
-def recover_op(op: Op) -> Op:
-    """Settle one pending op. On an OSError it stays pending (retried next start)."""
+def recover_op(op: Op, dirs: Beneath) -> Op:
+    """Settle one pending op. On an OSError it stays pending (retried next start).
+
+    Every file is reached through `dirs`, as when the op was performed: a directory
+    swapped for a symlink since is not followed out of the roots (the op stays pending).
+    """
     handler = _HANDLERS.get(op.kind)
     if handler is None or op.ident is None:
         return op.fail(f"interrupted; cannot recover a {op.kind!r} op without its intent data")
     try:
-        handler(op)
+        anchor_trash(dirs, op)
+        handler(_World(op, dirs))
     except OSError as exc:
         op.error = f"interrupted; recovery failed, will retry: {describe_error(exc)}"
     return op
 
 
+def _at(dirs: Beneath, path: str | None) -> At | None:
+    """`path` by its opened directory; None if that directory is not there (any more)."""
+    if not path:
+        return None
+    try:
+        return At(*dirs.parent(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _lstat(at: At | None) -> os.stat_result | None:
+    return lstat_at(at) if at is not None else None
+
+
 class _World:
-    """The source, destination and temp of an op as they are now."""
+    """The op, and its source, destination and temp as they are now."""
 
-    def __init__(self, op: Op):
-        self.src = lstat_or_none(op.src)
+    def __init__(self, op: Op, dirs: Beneath):
+        self.op, self.dirs = op, dirs
+        self.src_at = _at(dirs, op.src)
+        self.src = _lstat(self.src_at)
         self.src_ok = self.src is not None and identity(self.src) == op.ident
-        self.dst = lstat_or_none(op.dst) if op.dst else None
-        self.tmp = temp_path(op.dst, op.id) if op.dst else None
+        self.dst_at = _at(dirs, op.dst)
+        self.dst = _lstat(self.dst_at)
+        self.tmp = At(self.dst_at.dir_fd, temp_name(op.id)) if self.dst_at else None
+
+    def remove(self, path: str | None) -> None:
+        """Remove a file of ours (a trashinfo) if it is there."""
+        at = _at(self.dirs, path)
+        if at is not None:
+            remove_quietly(at)
+
+    def exists(self, path: str | None) -> bool:
+        return _lstat(_at(self.dirs, path)) is not None
 
 
-def _complete(op: Op, world: _World, note: str = COMPLETED) -> None:
+def _complete(world: _World, note: str = COMPLETED) -> None:
+    op = world.op
     _remove_temp(world)
     if world.dst is not None:
         op.dst_dev, op.dst_inode = world.dst.st_dev, world.dst.st_ino
     op.state, op.error = "done", note
 
 
-def _roll_back(op: Op, world: _World, note: str = ROLLED_BACK) -> None:
+def _roll_back(world: _World, note: str = ROLLED_BACK) -> None:
     _remove_temp(world)
-    op.fail(note)
+    world.op.fail(note)
 
 
-def _lost(op: Op, world: _World) -> None:
+def _lost(world: _World) -> None:
     # the source is gone and nothing verified was placed: never delete what may be
     # the only copy left
-    if world.tmp and os.path.lexists(world.tmp):
-        op.fail(f"interrupted; source missing, partial copy kept at {world.tmp}")
+    op = world.op
+    if world.tmp and lstat_at(world.tmp) is not None:
+        op.fail(
+            f"interrupted; source missing, partial copy kept at {temp_path(op.dst or '', op.id)}"
+        )
     else:
         op.fail("interrupted; source and destination both missing, nothing to do")
 
 
 def _remove_temp(world: _World) -> None:
     if world.tmp:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(world.tmp)
+        remove_quietly(world.tmp)
 
 
-def _unlink_source(op: Op) -> None:
-    os.unlink(op.src)
-    fsync_dir(os.path.dirname(op.src))
+def _unlink_source(world: _World) -> None:
+    assert world.src_at is not None
+    os.unlink(world.src_at.name, dir_fd=world.src_at.dir_fd)
+    fsync_dir(world.src_at.dir_fd)
 
 
-def _is_placed(op: Op, world: _World) -> bool:
+def _readlink(at: At) -> str:
+    return os.readlink(at.name, dir_fd=at.dir_fd)
+
+
+def _is_placed(world: _World) -> bool:
     """Is the destination the journaled source (same inode) or a verified copy of it?"""
-    dst, ident = world.dst, op.ident
+    op, dst, ident = world.op, world.dst, world.op.ident
     assert ident is not None
-    if dst is None or op.dst is None:
+    if dst is None or world.dst_at is None:
         return False
     if (dst.st_dev, dst.st_ino) == (ident.dev, ident.ino):
         return True
     if op.is_link:
-        return stat.S_ISLNK(dst.st_mode) and os.readlink(op.dst) == op.extra.get("link")
+        return stat.S_ISLNK(dst.st_mode) and _readlink(world.dst_at) == op.extra.get("link")
     if not stat.S_ISREG(dst.st_mode) or dst.st_size != ident.size:
         return False
     if dst.st_mtime_ns != ident.mtime_ns:
         return False
-    if world.src_ok:
-        return hash_file(op.dst) == hash_file(op.src)
+    if world.src_ok and world.src_at is not None:
+        return hash_file(world.dst_at) == hash_file(world.src_at)
     # the source is gone: size and mtime (copied to the temp) are what is left to compare
     return world.src is None
 
 
-def _recover_transfer(op: Op, *, remove_source: bool) -> None:
-    world = _World(op)
-    if _is_placed(op, world):
+def _recover_transfer(world: _World, *, remove_source: bool) -> None:
+    op = world.op
+    if _is_placed(world):
         if remove_source and world.src_ok:
-            _unlink_source(op)  # a verified copy, or a second name of the same inode
-        info = op.extra.get("restore_info")
-        if info and os.path.lexists(info):
-            os.unlink(info)
-        _complete(op, world)
+            _unlink_source(world)  # a verified copy, or a second name of the same inode
+        world.remove(op.extra.get("restore_info"))
+        _complete(world)
     elif world.src is not None:
-        _drop_unused_trashinfo(op)
-        _roll_back(op, world)
+        _drop_unused_trashinfo(world)
+        _roll_back(world)
     else:
-        _lost(op, world)
+        _lost(world)
 
 
-def _drop_unused_trashinfo(op: Op) -> None:
+def _drop_unused_trashinfo(world: _World) -> None:
+    op = world.op
     info = op.extra.get("trashinfo") if op.kind == "trash" else None
     # the trashinfo is ours only while no file sits under its name
-    if info and op.dst and not os.path.lexists(op.dst) and os.path.lexists(info):
-        os.unlink(info)
+    if info and op.dst and world.dst is None:
+        world.remove(info)
 
 
-def _recover_move(op: Op) -> None:
-    _recover_transfer(op, remove_source=True)
+def _recover_move(world: _World) -> None:
+    _recover_transfer(world, remove_source=True)
 
 
-def _recover_copy(op: Op) -> None:
-    _recover_transfer(op, remove_source=False)
+def _recover_copy(world: _World) -> None:
+    _recover_transfer(world, remove_source=False)
 
 
-def _recover_symlink(op: Op) -> None:
-    world = _World(op)
-    target = op.extra.get("target")
+def _recover_symlink(world: _World) -> None:
+    target = world.op.extra.get("target")
+    dst, at = world.dst, world.dst_at
+    if dst is not None and at is not None and stat.S_ISLNK(dst.st_mode) and _readlink(at) == target:
+        _complete(world)
+    else:
+        _roll_back(world)
+
+
+def _recover_hardlink(world: _World) -> None:
+    ident = world.op.ident
+    assert ident is not None
     dst = world.dst
-    if dst is not None and op.dst and stat.S_ISLNK(dst.st_mode) and os.readlink(op.dst) == target:
-        _complete(op, world)
+    if dst is not None and (dst.st_dev, dst.st_ino) == (ident.dev, ident.ino):
+        _complete(world)
     else:
-        _roll_back(op, world)
+        _roll_back(world)
 
 
-def _recover_hardlink(op: Op) -> None:
-    world = _World(op)
-    assert op.ident is not None
-    dst = world.dst
-    if dst is not None and (dst.st_dev, dst.st_ino) == (op.ident.dev, op.ident.ino):
-        _complete(op, world)
+def _recover_delete(world: _World) -> None:
+    if world.src is not None:
+        world.op.fail(f"{ROLLED_BACK} (file kept)")
     else:
-        _roll_back(op, world)
+        world.op.state, world.op.error = "done", COMPLETED
 
 
-def _recover_delete(op: Op) -> None:
-    if os.path.lexists(op.src):
-        op.fail(f"{ROLLED_BACK} (file kept)")
-    else:
-        op.state, op.error = "done", COMPLETED
-
-
-def _recover_archive(op: Op) -> None:
+def _recover_archive(world: _World) -> None:
+    op = world.op
     if op.extra.get("extract"):
-        _recover_extract(op)
+        _recover_extract(world)
         return
-    world = _World(op)
     fmt, member = op.extra.get("format", ""), op.extra.get("member", "")
-    if op.dst and world.dst is not None and stat.S_ISREG(world.dst.st_mode):
-        digest = member_digest(op.dst, fmt, member)
-        expected = hash_file(op.src) if world.src_ok else op.hash
+    if world.dst_at is not None and world.dst is not None and stat.S_ISREG(world.dst.st_mode):
+        digest = member_digest(world.dst_at, fmt, member)
+        src_ok = world.src_ok and world.src_at is not None
+        expected = hash_file(world.src_at) if src_ok and world.src_at else op.hash
         if digest is not None and (expected is None or digest == expected):
             if world.src_ok and not op.extra.get("keep_source"):
-                _unlink_source(op)
+                _unlink_source(world)
             op.hash = digest
-            _complete(op, world)
+            _complete(world)
             return
         if world.src is not None and not world.src_ok:
-            _roll_back(op, world, f"{ROLLED_BACK}; the source changed, {op.dst} kept")
+            _roll_back(world, f"{ROLLED_BACK}; the source changed, {op.dst} kept")
             return
     if world.src is not None:
-        _roll_back(op, world)
+        _roll_back(world)
     else:
-        _lost(op, world)
+        _lost(world)
 
 
-def _recover_extract(op: Op) -> None:
-    world = _World(op)
-    dst = world.dst
-    restored = op.dst and dst is not None and stat.S_ISREG(dst.st_mode)
-    if restored and (op.hash is None or hash_file(op.dst or "") == op.hash):
+def _recover_extract(world: _World) -> None:
+    op, dst, at = world.op, world.dst, world.dst_at
+    restored = at is not None and dst is not None and stat.S_ISREG(dst.st_mode)
+    if restored and at is not None and (op.hash is None or hash_file(at) == op.hash):
         if world.src_ok:
-            _unlink_source(op)
-        _complete(op, world)
+            _unlink_source(world)
+        _complete(world)
         return
     if world.src is not None:
-        _roll_back(op, world)
+        _roll_back(world)
     else:
-        _lost(op, world)
+        _lost(world)
 
 
-_HANDLERS: dict[str, Callable[[Op], None]] = {
+_HANDLERS: dict[str, Callable[[_World], None]] = {
     "move": _recover_move, "rename": _recover_move, "trash": _recover_move,
     "copy": _recover_copy, "symlink": _recover_symlink, "hardlink": _recover_hardlink,
     "delete": _recover_delete, "archive": _recover_archive,

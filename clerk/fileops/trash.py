@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from clerk.fileops.primitives import create_exclusive, lstat_or_none, numbered_names
+from clerk.fileops.primitives import At, create_exclusive, lstat_or_none, numbered_names
 
 INFO_SUFFIX = ".trashinfo"
 
@@ -43,6 +43,18 @@ class TrashDir:
 
     def info_path(self, name: str) -> str:
         return os.path.join(self.info, name + INFO_SUFFIX)
+
+    @property
+    def is_volume_trash(self) -> bool:
+        """`$topdir/.Trash-$uid`: must be a real directory, never followed if a symlink."""
+        return self.topdir is not None
+
+    @classmethod
+    def holding(cls, path: str) -> TrashDir:
+        """The trash a file in it (`TRASH/files/NAME`, `TRASH/info/NAME.trashinfo`) is in."""
+        trash = os.path.dirname(os.path.dirname(path))
+        is_volume = os.path.basename(trash).startswith(".Trash")
+        return cls(trash, os.path.dirname(trash) if is_volume else None)
 
 
 def home_trash_path() -> str:
@@ -135,9 +147,9 @@ def info_text(original: str, trash: TrashDir, when: float | None = None) -> byte
     return f"[Trash Info]\nPath={encoded}\nDeletionDate={date}\n".encode("ascii")
 
 
-def write_info(info_path: str, original: str, trash: TrashDir) -> None:
+def write_info(info: At, original: str, trash: TrashDir) -> None:
     """Create the trashinfo (O_EXCL); `FileExistsError` if that name is taken."""
-    fd = create_exclusive(info_path, 0o600)
+    fd = create_exclusive(info, 0o600)
     try:
         data = info_text(original, trash)
         view = memoryview(data)

@@ -81,11 +81,8 @@ def sanitize_component(text: str) -> str:
 class Renderer:
     """Renders templates for one rule set; knows the roots for the inside-a-root check."""
 
-    def __init__(self, roots: RootSet, extra_roots: tuple[str, ...] = ()):
+    def __init__(self, roots: RootSet):
         self.roots = roots
-        self._real_roots = [
-            os.path.realpath(p) for p in [r.path for r in roots] + list(extra_roots)
-        ]
         self._dir_verdicts: dict[str, str] = {}
 
     def render_text(self, template: str, fields: Mapping[str, Any]) -> str:
@@ -104,7 +101,12 @@ class Renderer:
         return path
 
     def check_inside(self, path: str) -> None:
-        """Refuse `path` unless it lies inside a root, after resolving symlinks."""
+        """Refuse `path` unless it lies inside a root, by its name.
+
+        Where symlinks on the way lead is not judged here: a verdict cached now would be
+        stale when the file is placed. fileops judges that as it places the file, on the
+        directory it writes into (`clerk.fileops.beneath`).
+        """
         directory = path[: path.rfind("/")] or "/"
         verdict = self._dir_verdicts.get(directory)
         if verdict is None:
@@ -119,14 +121,7 @@ class Renderer:
         """ "" if files may be placed in `directory`, else why not."""
         if self.roots.locate(directory) is None:
             return "is outside every root"
-        real = os.path.realpath(directory)
-        if not any(_is_within(real, r) for r in self._real_roots):
-            return "resolves outside every root (symlink)"
         return ""
-
-    def forget_dir(self, directory: str) -> None:
-        """Drop a cached verdict (a directory was created or replaced)."""
-        self._dir_verdicts.pop(directory, None)
 
     def _render(self, template: str, fields: Mapping[str, Any], *, sanitize: bool) -> str:
         out: list[str] = []
@@ -159,7 +154,3 @@ def _is_normal(path: str) -> bool:
         and "/../" not in path
         and not path.endswith(("/", "/.", "/.."))
     )
-
-
-def _is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
