@@ -26,6 +26,7 @@ import errno
 import os
 import stat
 
+from clerk.fileops.primitives import At
 from clerk.rules.model import RootSet
 
 DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -125,10 +126,10 @@ class Beneath:
                 f"{path} resolves to {resolved}, outside every root", link=exc.link, target=resolved
             ) from None
 
-    def parent(self, path: str, *, create: bool = False) -> tuple[int, str]:
-        """(descriptor of `path`'s directory, `path`'s last name)."""
-        directory, name = split_parent(path)
-        return self.open_dir(directory, create=create), name
+    def parent(self, path: str, *, create: bool = False) -> At:
+        """`path` as its last name in its opened directory."""
+        cut = path.rfind("/")
+        return At(self.open_dir(path[:cut] or "/", create=create), path[cut + 1 :])
 
     def escape(self, path: str) -> str | None:
         """Why directory `path` may not be written (it leads outside every root), or None.

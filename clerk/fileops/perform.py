@@ -117,7 +117,7 @@ class Performer:
 
     # --- helpers -----------------------------------------------------------------------
     def _at(self, path: str, *, create: bool = False) -> At:
-        return At(*self.dirs.parent(path, create=create))
+        return self.dirs.parent(path, create=create)
 
     def _source(self, op: Op) -> At:
         """The source, reached through its opened directory and checked right before

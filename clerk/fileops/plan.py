@@ -155,7 +155,7 @@ class Planner:
     def _at(self, path: str) -> At | None:
         """`path` by its opened directory, for reading; None if that cannot be opened."""
         try:
-            return At(*self.dirs.parent(path))
+            return self.dirs.parent(path)
         except OSError:
             return None
 

@@ -67,7 +67,7 @@ def _at(dirs: Beneath, path: str | None) -> At | None:
     if not path:
         return None
     try:
-        return At(*dirs.parent(path))
+        return dirs.parent(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
 
