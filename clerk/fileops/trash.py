@@ -11,6 +11,7 @@ trashing programs, as the spec asks.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import stat
@@ -103,10 +104,24 @@ class TrashFinder:
         """Create the trash's directories (mode 0700) once per process."""
         if trash.path in self._prepared:
             return
-        os.makedirs(trash.path, 0o700, exist_ok=True)
-        for directory in (trash.files, trash.info):
+        flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+        if trash.is_volume_trash:
+            # `$topdir/.Trash-$uid`, in a directory others may write to: made there
+            # only, opened without following a symlink put in its place, and ours
             with contextlib.suppress(FileExistsError):
-                os.mkdir(directory, 0o700)
+                os.mkdir(trash.path, 0o700)
+            flags |= os.O_NOFOLLOW
+        else:
+            os.makedirs(trash.path, 0o700, exist_ok=True)
+        fd = os.open(trash.path, flags)
+        try:
+            if trash.is_volume_trash and os.fstat(fd).st_uid != os.getuid():
+                raise PermissionError(errno.EPERM, "trash directory is not ours", trash.path)
+            for name in ("files", "info"):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o700, dir_fd=fd)
+        finally:
+            os.close(fd)
         self._prepared.add(trash.path)
 
     def forget(self, trash: TrashDir) -> None:
