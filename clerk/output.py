@@ -9,11 +9,43 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
 
+from clerk.units import format_duration, format_time, iso_time, moment
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: keys whose stored values are times in seconds since the epoch (see `with_times`)
+TIME_FIELDS = frozenset({
+    "created", "started", "finished", "ts", "next_attempt_at", "last_run", "next_run",
+    "first_seen", "last_seen", "last_reconcile", "since",
+})  # fmt: skip
+
+
+class Seconds(float):
+    """A duration: a number of seconds in JSON, `1m 30s` (format_duration) in a table."""
+
+
+def with_times(value: Any) -> Any:
+    """A stored document as commands show it: every time (a number under a TIME_FIELDS
+    key, seconds since the epoch; `mtime_ns`, shown as `mtime`) becomes a datetime, which
+    tables show with `format_time` and JSON with `iso_time`. Nested dicts and lists too."""
+    if isinstance(value, list):
+        return [with_times(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == "mtime_ns" and (item is None or isinstance(item, int)):
+            out["mtime"] = None if item is None else moment(item / 1e9)
+        elif key in TIME_FIELDS and isinstance(item, int | float) and not isinstance(item, bool):
+            out[key] = moment(item)
+        else:
+            out[key] = with_times(item)
+    return out
 
 
 def json_option(func: F) -> F:
@@ -28,7 +60,9 @@ def listing_options(func: F) -> F:
 
 
 def _default(value: Any) -> Any:
-    if hasattr(value, "isoformat"):  # datetime, date
+    if isinstance(value, datetime):
+        return iso_time(value)  # every time in JSON: ISO 8601 with its UTC offset
+    if hasattr(value, "isoformat"):  # date
         return value.isoformat()
     if isinstance(value, set | frozenset | tuple):
         return sorted(value) if isinstance(value, set | frozenset) else list(value)
@@ -76,13 +110,18 @@ def print_rows(
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
+        table.add_row(*(cell(row.get(c)) for c in columns))
     Console(soft_wrap=False).print(table)
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
+    """A value as text for people: times by `format_time`, durations by `format_duration`."""
     if value is None:
         return ""
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, Seconds):
+        return format_duration(value)
     if isinstance(value, list | set | tuple):
         return ", ".join(str(v) for v in value)
     return printable(str(value))

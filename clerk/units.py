@@ -1,4 +1,9 @@
-"""Parse the human quantities rule files use: sizes, durations and comparisons.
+"""The quantities people read and write: sizes, durations, comparisons and times.
+
+Rule files are parsed here (`parse_size`, `parse_duration`, `parse_comparison`) and the
+CLI shows them with the matching formatters (`format_size`, `format_duration`); times
+are shown by one pair, `format_time` for people and `iso_time` for JSON, which
+`clerk.output` applies to every datetime in a table or a `--json` document.
 
 Sizes follow the usual convention: KB/MB/GB are powers of 1000, KiB/MiB/GiB (and the
 Kubernetes-style Ki/Mi/Gi used in `resources.memory`) powers of 1024. Durations take
@@ -11,6 +16,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from clerk.errors import SpecError
 
@@ -134,6 +140,28 @@ def format_duration(seconds: float) -> str:
             next_unit, next_size = _DURATION_STEPS[index + 1]
             return f"{count}{unit} {rest // next_size}{next_unit}"
     raise AssertionError("unreachable: the last step is one second")
+
+
+def moment(ts: float | datetime | None) -> datetime | None:
+    """A time as the CLI shows it: seconds since the epoch (as stored) -> an aware
+    datetime in local time, which `format_time` / `iso_time` (and `clerk.output`, for
+    tables and `--json`) turn into text."""
+    if ts is None or isinstance(ts, datetime):
+        return ts
+    return datetime.fromtimestamp(ts).astimezone()
+
+
+def format_time(when: float | datetime | None) -> str:
+    """A time for people: local time to the second, `2026-12-04 18:03:12` ('' for none)."""
+    shown = moment(when)
+    return "" if shown is None else shown.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso_time(when: float | datetime | None) -> str | None:
+    """A time for machines (`--json`): ISO 8601 in local time with its UTC offset, to the
+    second, `2026-12-04T18:03:12+01:00` (None stays None)."""
+    shown = moment(when)
+    return None if shown is None else shown.astimezone().isoformat(timespec="seconds")
 
 
 def format_size(size: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -68,6 +69,7 @@ def test_status_reload_pause_resume_stop(
         assert status["queue"] == 0 and status["uptime"] >= 0
         human = clerk("status")
         assert human.returncode == 0 and "state: READY" in human.stdout
+        assert re.search(r"^pid \d+, up \d+(ms|s|m \d+s)$", human.stdout, re.MULTILINE)
 
         assert clerk("pause", check=True).stdout.strip() == "paused"
         (inbox / "waits.txt").write_text("arrived while paused")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from test_daemon_support import files_under, running_daemon, wait_until, write_config
@@ -54,8 +55,8 @@ def test_every_sweeps_and_keeps_the_newest_per_group(
         assert [j["name"] for j in listed] == ["rotate"]
         job = listed[0]
         assert job["schedule"] == "every 1s" and job["last_status"] == "ok"
-        assert job["next_run"] > job["last_run"]
-        first_run = job["last_run"]
+        assert job["next_run"] > job["last_run"]  # ISO 8601, one offset: they sort
+        first_run = request(_sock(clerk_home), "jobs")["jobs"][0]["last_run"]  # seconds
         # later sweeps find only the two newest of each group: nothing more moves
         wait_until(
             lambda: request(_sock(clerk_home), "jobs")["jobs"][0]["last_run"] > first_run,
@@ -74,7 +75,8 @@ def test_every_sweeps_and_keeps_the_newest_per_group(
         assert daemon.wait() == 0
     # with the daemon down, the store still tells when the job last ran
     down = json.loads(clerk("jobs", "list", "--json", check=True).stdout)
-    assert down[0]["last_run"] >= first_run and down[0]["next_run"] is None
+    last_run = datetime.fromisoformat(down[0]["last_run"])  # ISO 8601, to the second
+    assert last_run.timestamp() >= int(first_run) and down[0]["next_run"] is None
 
 
 def _sock(clerk_home: Path) -> Path:

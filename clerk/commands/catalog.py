@@ -8,7 +8,7 @@ import click
 
 from clerk.cli import app
 from clerk.errors import ClerkError
-from clerk.output import json_option, listing_options, print_json, print_rows
+from clerk.output import cell, json_option, listing_options, print_json, print_rows, with_times
 
 # --- files ----------------------------------------------------------------------------------
 
@@ -44,8 +44,8 @@ def files_list(
     catalog = Catalog(app(ctx).db(readonly=True))
     rows = catalog.query(root=root, mime=mime, tag=tag, glob=glob,
                          state=None if show_all else "present", limit=limit)  # fmt: skip
-    print_rows([r.as_dict() for r in rows], ["id", "root", "relpath", "size", "mime", "tags",
-               "state"], as_json=as_json, as_nl=as_nl)  # fmt: skip
+    print_rows([with_times(r.as_dict()) for r in rows], ["id", "root", "relpath", "size", "mime",
+               "tags", "state"], as_json=as_json, as_nl=as_nl)  # fmt: skip
 
 
 def _find_file(ctx: click.Context, spec: str) -> Any:
@@ -74,13 +74,13 @@ def files_show(ctx: click.Context, file: str, as_json: bool) -> None:
     from clerk.store.events import file_errors
 
     found = _find_file(ctx, file)
-    row = found.as_dict()
+    row = with_times(found.as_dict())
     row["errors"] = [e["error"] for e in file_errors(app(ctx).db(readonly=True), found.id)]
     if as_json:
         print_json(row)
         return
     for key, value in row.items():
-        click.echo(f"{key:>9}: {value if value not in (None, [], {}) else ''}")
+        click.echo(f"{key:>9}: {cell(value) if value not in (None, [], {}) else ''}")
 
 
 @files.command(name="history")
@@ -92,6 +92,6 @@ def files_history(ctx: click.Context, file: str, as_json: bool, as_nl: bool) -> 
     from clerk.store.journal import history
 
     row = _find_file(ctx, file)
-    ops = history(app(ctx).db(readonly=True), file_id=row.id)
+    ops = with_times(history(app(ctx).db(readonly=True), file_id=row.id))
     print_rows(ops, ["id", "created", "kind", "rule", "src", "dst", "state", "error"],
                as_json=as_json, as_nl=as_nl)  # fmt: skip

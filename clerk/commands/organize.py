@@ -198,7 +198,7 @@ def explain(
 
 
 def _print_explanation(result: Any) -> None:
-    from clerk.units import format_size
+    from clerk.units import format_size, format_time
 
     click.echo(f"{printable(result.path)}  (root {result.root}, {printable(result.relpath)})")
     facts = result.facts
@@ -206,7 +206,7 @@ def _print_explanation(result: Any) -> None:
         f", tags {', '.join(facts.tags)}" if facts.tags else ""
     )
     click.echo(f"  size {format_size(facts.size)}, modified "
-               f"{facts.mtime.isoformat(timespec='seconds')}{extra}")  # fmt: skip
+               f"{format_time(facts.mtime)}{extra}")  # fmt: skip
     for verdict in result.rules:
         if verdict.status == "applies":
             moved = verdict.path and verdict.path != result.path

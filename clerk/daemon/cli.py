@@ -11,7 +11,15 @@ from typing import Any
 import click
 
 from clerk.errors import ClerkError, ConfigError
-from clerk.output import json_option, listing_options, print_json, print_rows, printable
+from clerk.output import (
+    json_option,
+    listing_options,
+    print_json,
+    print_rows,
+    printable,
+    with_times,
+)
+from clerk.units import format_duration, format_time
 
 
 def _app(ctx: click.Context) -> Any:
@@ -87,7 +95,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"DOWN: {exc}")
         ctx.exit(3)
     if as_json:
-        print_json(reply)
+        print_json(with_times(reply))
     else:
         _print_status(reply)
     if reply.get("state") not in ("READY", "PROCESSING"):
@@ -97,7 +105,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def _print_status(reply: dict[str, Any]) -> None:
     state = reply["state"] + (f" ({reply['reason']})" if reply.get("reason") else "")
     click.echo(f"state: {state}{' (paused)' if reply.get('paused') else ''}")
-    click.echo(f"pid {reply['pid']}, up {_duration(reply['uptime'])}")
+    click.echo(f"pid {reply['pid']}, up {format_duration(reply['uptime'])}")
     click.echo(f"queue: {reply['queue']}, ops/min: {reply['ops_per_minute']}, "
                f"overflows: {reply['overflows']}, reconciles: {reply['reconciles']}")  # fmt: skip
     active = (reply.get("runs") or {}).get("active", 0)
@@ -106,18 +114,12 @@ def _print_status(reply: dict[str, Any]) -> None:
     for root in reply.get("roots", []):
         click.echo(f"root {root['name']}: {printable(root['path'])} ({root['watch']})")
     for job in reply.get("jobs", []):
-        last = _when(job["last_run"]) or "never"
-        next_run = _when(job["next_run"]) or "-"
+        last = format_time(job["last_run"]) or "never"
+        next_run = format_time(job["next_run"]) or "-"
         status = f" ({job['last_status']})" if job["last_status"] else ""
         click.echo(f"job {job['name']} ({job['schedule']}): last {last}{status}, next {next_run}")
     for error in reply.get("last_errors", [])[-5:]:
         click.echo(f"error ({error['where']}): {printable(error['error'])}")
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _simple(ctx: click.Context, cmd: str, done: str) -> None:
@@ -179,12 +181,8 @@ def jobs_list(ctx: click.Context, as_json: bool, as_nl: bool) -> None:
 
         a = _app(ctx)
         rows = stored_jobs(a.db(), a.rules())
-    shown = [
-        {**row, "last_run": _when(row["last_run"]), "next_run": _when(row["next_run"])}
-        for row in rows
-    ]
     print_rows(
-        rows if as_json or as_nl else shown,
+        with_times(rows),
         ["name", "kind", "schedule", "last_run", "last_status", "next_run"],
         as_json=as_json,
         as_nl=as_nl,
@@ -220,14 +218,6 @@ def jobs_run(ctx: click.Context, name: str, as_json: bool) -> None:
             click.echo(f"error: {printable(error)}", err=True)
     if not reply.get("ok"):
         ctx.exit(1)
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    from datetime import datetime
-
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
 @click.group()

@@ -9,7 +9,16 @@ import click
 
 from clerk.cli import app
 from clerk.errors import ClerkError
-from clerk.output import json_option, listing_options, print_json, print_rows, printable
+from clerk.output import (
+    Seconds,
+    json_option,
+    listing_options,
+    print_json,
+    print_rows,
+    printable,
+    with_times,
+)
+from clerk.units import format_duration, format_time
 
 
 @click.command()
@@ -94,11 +103,11 @@ def runs_show(ctx: click.Context, run_id: int, as_json: bool) -> None:
         print_json(details)
         return
     head, progress = details["run"], details["progress"]
-    eta = f", ETA {progress['eta']:.0f}s" if progress["eta"] is not None else ""
+    eta = f", ETA {_eta(progress['eta'])}" if progress["eta"] is not None else ""
     click.echo(f"run {head['id']}: {head['workflow']} {head['status']}"
-               f" (trigger {head['trigger']}, created {_when(head['created'])})")  # fmt: skip
+               f" (trigger {head['trigger']}, created {format_time(head['created'])})")  # fmt: skip
     click.echo(f"progress: {progress['done']}/{progress['total']} tasks,"
-               f" {progress['elapsed']:.1f}s{eta}")  # fmt: skip
+               f" {format_duration(progress['elapsed'])}{eta}")  # fmt: skip
     if head["error"]:
         click.echo(f"error: {head['error']}")
     _print_tasks(store, run_id)
@@ -106,7 +115,7 @@ def runs_show(ctx: click.Context, run_id: int, as_json: bool) -> None:
     for event in details["events"]:
         task = f" {event['task']}" if event["task"] else ""
         data = " ".join(f"{k}={v}" for k, v in event["data"].items())
-        click.echo(f"  {_when(event['ts'])} {event['kind']}{task} {printable(data)}".rstrip())
+        click.echo(f"  {format_time(event['ts'])} {event['kind']}{task} {printable(data)}".rstrip())
 
 
 @runs.command(name="stats")
@@ -114,12 +123,13 @@ def runs_show(ctx: click.Context, run_id: int, as_json: bool) -> None:
 @listing_options
 @click.pass_context
 def runs_stats(ctx: click.Context, since: str | None, as_json: bool, as_nl: bool) -> None:
-    """Per workflow: runs, success and error rates, throughput, p50/p95 durations (s)."""
+    """Per workflow: runs, success and error rates, throughput, p50/p95 durations."""
     from clerk.engine.stats import workflow_stats
     from clerk.units import parse_duration
 
     cutoff = time.time() - parse_duration(since) if since else None
-    rows = workflow_stats(_reader(ctx), cutoff)
+    rows = [{**row, "p50": _seconds(row["p50"]), "p95": _seconds(row["p95"])}
+            for row in workflow_stats(_reader(ctx), cutoff)]  # fmt: skip
     print_rows(rows, ["workflow", "runs", "active", "completed", "failed", "cancelled",
                       "success_rate", "error_rate", "throughput_per_min", "p50", "p95"],
                as_json=as_json, as_nl=as_nl)  # fmt: skip
@@ -145,7 +155,7 @@ def runs_follow(ctx: click.Context, run_id: int, interval: float) -> None:
         state = _follow_lines(store, run_id, interval)
     final = run_progress(store, run_id)
     click.echo(f"run {run_id} {state}: {final['done']}/{final['total']} tasks in"
-               f" {final['elapsed']:.1f}s")  # fmt: skip
+               f" {format_duration(final['elapsed'])}")  # fmt: skip
     if state != COMPLETED:
         ctx.exit(1)
 
@@ -160,7 +170,7 @@ def _follow_lines(store: Any, run_id: int, interval: float) -> str:
         progress = run_progress(store, run_id)
         line = f"{progress['status']} {progress['done']}/{progress['total']}"
         if line != last:
-            eta = f", ETA {progress['eta']:.0f}s" if progress["eta"] is not None else ""
+            eta = f", ETA {_eta(progress['eta'])}" if progress["eta"] is not None else ""
             click.echo(f"{line} tasks{eta}")
             last = line
         if progress["status"] in FINISHED:
@@ -181,7 +191,7 @@ def _follow_bar(store: Any, run_id: int, interval: float) -> str:
         task = bar.add_task(f"run {run_id}", total=None, eta="")
         while True:
             progress = run_progress(store, run_id)
-            eta = f"ETA {progress['eta']:.0f}s" if progress["eta"] is not None else ""
+            eta = f"ETA {_eta(progress['eta'])}" if progress["eta"] is not None else ""
             bar.update(task, completed=progress["done"], total=progress["total"],
                        description=f"run {run_id} {progress['status']}", eta=eta)  # fmt: skip
             if progress["status"] in FINISHED:
@@ -293,23 +303,24 @@ def _run_details(store: Any, run_id: int) -> dict[str, Any]:
     info = store.run(run_id)
     if info is None:
         raise ClerkError(f"no run {run_id} (see `clerk runs list`)")
+    from clerk.engine.fields import decode_fields
     from clerk.engine.stats import run_progress
 
-    return {
-        "run": info.as_dict(),
+    return with_times({
+        "run": {**info.as_dict(), "inputs": decode_fields(info.inputs)},
         "progress": run_progress(store, run_id),
         "tasks": [t.as_dict() for t in store.tasks(run_id)],
         "events": store.events(run_id),
-    }
+    })  # fmt: skip
 
 
 def _print_tasks(store: Any, run_id: int) -> None:
     rows = []
     for t in store.tasks(run_id):
+        cpu = (t.cpu_user or 0) + (t.cpu_sys or 0) if t.cpu_user is not None else None
         rows.append({
             "task": t.task, "status": t.status, "attempt": t.attempt, "exit": t.exit_code,
-            "wall": _seconds(t.wall), "cpu": _seconds((t.cpu_user or 0) + (t.cpu_sys or 0))
-            if t.cpu_user is not None else None, "rss": _mib(t.max_rss),
+            "wall": _seconds(t.wall), "cpu": _seconds(cpu), "rss": _mib(t.max_rss),
             "error": f"{t.error_code}: {t.error}" if t.error else None,
         })  # fmt: skip
     print_rows(rows, ["task", "status", "attempt", "exit", "wall", "cpu", "rss", "error"])
@@ -318,15 +329,15 @@ def _print_tasks(store: Any, run_id: int) -> None:
 def _run_row(info: Any) -> dict[str, Any]:
     end = info.finished or (time.time() if info.started else None)
     duration = end - info.started if info.started and end else None
-    return {**info.as_dict(), "created": _when(info.created), "duration": _seconds(duration)}
+    return {**with_times(info.as_dict()), "duration": _seconds(duration)}
 
 
-def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+def _eta(seconds: float) -> str:
+    return format_duration(round(seconds))
 
 
-def _seconds(value: float | None) -> str | None:
-    return None if value is None else f"{value:.2f}s"
+def _seconds(value: float | None) -> Seconds | None:
+    return None if value is None else Seconds(round(value, 3))
 
 
 def _mib(value: int | None) -> str | None:

@@ -47,7 +47,11 @@ def dump_fields(fields: Mapping[str, Any]) -> str:
 
 
 def load_fields(text: str | None) -> dict[str, Any]:
-    raw = json.loads(text) if text else {}
+    return decode_fields(json.loads(text) if text else {})
+
+
+def decode_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Fields as `dump_fields` wrote them, parsed JSON -> their values (datetimes back)."""
     return {k: _decode(v) for k, v in raw.items()}
 
 

@@ -23,7 +23,7 @@ from clerk.plugins.api import Verdict
 from clerk.rules.engine import FileOutcome, op_as_dict
 from clerk.rules.model import TRIGGERS, AllNode, AnyNode, FilterNode, MatchNode, NotNode, Rule
 from clerk.rules.walk import Candidate, explicit_candidate
-from clerk.units import format_duration
+from clerk.units import format_duration, iso_time
 
 if TYPE_CHECKING:
     from clerk.fileops.types import OpResult
@@ -158,7 +158,7 @@ class Explanation:
             "trigger": self.trigger,
             "facts": {
                 "size": self.facts.size,
-                "mtime": self.facts.mtime.isoformat(timespec="seconds"),
+                "mtime": iso_time(self.facts.mtime),
                 "mime": self.facts.mime,
                 "tags": self.facts.tags,
             },
@@ -380,7 +380,9 @@ def _tree(
 
 def plain(value: Any) -> Any:
     """A filter's `seen`/`wanted` as JSON: times as ISO 8601, sets as sorted lists."""
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        return iso_time(value)
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
