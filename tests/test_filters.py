@@ -132,13 +132,49 @@ def test_tag_and_attr(root: Root) -> None:
 
 def test_duplicate_within_one_run(root: Root) -> None:
     facts = FactSource(None, {})
+    facts.copies.track = True
     a = info(root, "a.bin", b"same bytes", facts)
-    facts.remember(a)
+    facts.copies.met(a)
     b = info(root, "b.bin", b"same bytes", facts)
     c = info(root, "c.bin", b"other byte", facts)
     assert check("duplicate", True, b)
+    facts.copies.met(b)
     assert not check("duplicate", True, c)  # same size, different content
     assert check("duplicate", False, c)
+    # a was met first: it is the original, whoever asks and however often
+    assert not check("duplicate", True, a) and check("duplicate", False, a)
+    verdict = BUILTIN_FILTERS["duplicate"](True).match(b)
+    assert verdict.fields == {"original": a.path} and "original: first seen" in verdict.reason
+    assert (
+        BUILTIN_FILTERS["duplicate"](True).match(a).reason
+        == "the original of its copies (first seen)"
+    )
+
+
+def test_duplicate_original_by(root: Root) -> None:
+    """`original: oldest | shortest_name` pick another copy; the order is total."""
+    facts = FactSource(None, {})
+    facts.copies.track = True
+    new = info(root, "report (1).pdf", b"same", facts, age_days=1)
+    old = info(root, "report copy.pdf", b"same", facts, age_days=3)
+    short = info(root, "report.pdf", b"same", facts, age_days=2)
+    for file in (new, old, short):
+        facts.copies.met(file)
+    judged = {
+        by: {f.name for f in (new, old, short) if check("duplicate", {"original": by}, f)}
+        for by in ("first_seen", "oldest", "shortest_name")
+    }
+    assert judged == {
+        "first_seen": {"report copy.pdf", "report.pdf"},
+        "oldest": {"report (1).pdf", "report.pdf"},
+        "shortest_name": {"report (1).pdf", "report copy.pdf"},
+    }
+    with pytest.raises(
+        SpecError, match=r"original 'olderst' is not an order \(did you mean 'oldest'\?\)"
+    ):
+        BUILTIN_FILTERS["duplicate"]({"original": "olderst"})
+    with pytest.raises(SpecError, match=r"unknown option 'orignal' \(did you mean 'original'\?\)"):
+        BUILTIN_FILTERS["duplicate"]({"orignal": "oldest"})
 
 
 @pytest.mark.parametrize(

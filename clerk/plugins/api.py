@@ -85,6 +85,12 @@ class Filter(ABC):
         (so `clerk check` can catch a misspelt one instead of never matching)."""
         return frozenset()
 
+    def copies(self) -> str | None:
+        """If this filter asks whether a file is a duplicate (`FileInfo.copies`), the
+        order it picks originals by (one of `clerk.rules.copies.ORIGINAL_BY`): a run
+        then remembers every file it meets, so that each is judged against them all."""
+        return None
+
     @abstractmethod
     def match(self, file: FileInfo) -> Verdict:
         """Decide whether `file` matches."""

@@ -29,6 +29,7 @@ from clerk.fileops.execute import new_batch_id
 from clerk.fileops.types import RELOCATING, OpRequest, OpResult
 from clerk.plugins.api import EffectAction, FileOpAction, Target, Verdict
 from clerk.plugins.manager import Registry
+from clerk.rules.copies import NEEDS_EVERY_COPY
 from clerk.rules.facts import FactSource
 from clerk.rules.fileinfo import FileInfo
 from clerk.rules.model import (
@@ -188,6 +189,8 @@ class Engine:
         # version of a file (`_done_before`); what they did to this batch's files
         self._in_place = sorted(r.name for r in ruleset.rules if _leaves_in_place(r))
         self._done: dict[tuple[int, str], tuple[int, int, int]] = {}
+        # some rule asks for duplicates: every file a run meets is one of the copies
+        self.facts.copies.track = any(_copy_orders(rule) for rule in ruleset.rules)
 
     # --- entry points ----------------------------------------------------------------------
     def scan(
@@ -210,6 +213,7 @@ class Engine:
         sparing = [r for r in self.ruleset.rules if only and r.name in only and r.keep_newest]
         if sparing and len(only or ()) > 1:
             raise ClerkError(f"rule {sparing[0].name} keeps the newest files: run it on its own")
+        self.reset_run()
         for root, start, full in self._scan_targets(list(paths), list(root_names), only, trigger):
             if start is not None and os.path.isfile(start):
                 candidate = candidate_for(start, self.ruleset.roots)
@@ -218,6 +222,11 @@ class Engine:
                 candidates = walk_root(
                     root, self.ruleset.roots, start=start, on_error=self._walk_error(summary)
                 )
+            orders = {o for r in self.rules_for(root.name, trigger, only) for o in _copy_orders(r)}
+            if orders & NEEDS_EVERY_COPY:
+                # the first copy met may not be the original: know them all before judging
+                candidates = list(candidates)
+                self.facts.copies.expect(candidates)
             if sparing:
                 candidates = self.spare_newest(sparing[0], list(candidates))
                 full = False  # the spared files were not shown to the rules: no "gone" sweep
@@ -261,7 +270,7 @@ class Engine:
             for index, batch in enumerate(_chunks(candidates, self.batch_size)):
                 if index == 1 and writer is None:  # a second batch: worth a writer thread
                     writer = self._catalog_writer()
-                    self.facts.sync_catalog = writer.wait if writer is not None else None
+                    self.facts.copies.sync_catalog = writer.wait if writer is not None else None
                 self._process_batch(batch, trigger, summary, rule_names, seen_ids, writer)
                 for message in self._fact_errors:
                     summary.error(message)
@@ -270,7 +279,7 @@ class Engine:
                     progress(len(batch))
         finally:
             if writer is not None and writer is not shared:
-                self.facts.sync_catalog = None
+                self.facts.copies.sync_catalog = None
                 writer.close()
         return summary
 
@@ -290,11 +299,11 @@ class Engine:
         if writer is None:
             yield
             return
-        self._writer, self.facts.sync_catalog = writer, writer.wait
+        self._writer, self.facts.copies.sync_catalog = writer, writer.wait
         try:
             yield
         finally:
-            self._writer, self.facts.sync_catalog = None, None
+            self._writer, self.facts.copies.sync_catalog = None, None
             writer.close()
 
     @contextmanager
@@ -327,6 +336,7 @@ class Engine:
         again; inode numbers are reused, so a long-lived engine must forget them.
         """
         self._handled.clear()
+        self.facts.copies.reset()
 
     def spare_newest(self, rule: Rule, candidates: list[Candidate]) -> list[Candidate]:
         """`keep_newest: N`: the candidates to act on, sparing the N newest matching files
@@ -401,22 +411,22 @@ class Engine:
                 summary.error(f"{file.path}: {plan.error}")
                 self._record_file_error(file, plan.error)
             plans.append(plan)
-            self.facts.remember(file)
+            self.facts.copies.met(file)
         batch_id = new_batch_id()
         results = self._execute(requests, batch_id)
         if requests and not self.dry_run:
             summary.batches.append(batch_id)
         for plan in plans:
             self._finish(plan, results, summary)
+        self.facts.copies.end_batch()
+        hashes, self.facts.copies.learned = self.facts.copies.learned, []
         if not self.dry_run and self.catalog is not None:
             rows = list(self._catalog_rows(plans, results))
-            if rows and writer is not None:
-                writer.write(results, rows)
-            elif rows:
+            if (rows or hashes) and writer is not None:
+                writer.write(results, rows, hashes)
+            elif rows or hashes:
                 with write_txn(self.db):  # type: ignore[arg-type]
-                    self.catalog.trash_displaced(results, self.ruleset.roots)
-                    self.catalog.upsert(rows)
-        self.facts.forget_pending()
+                    self.catalog.write_batch(results, rows, self.ruleset.roots, hashes)
         if self._notify_classified:
             for plan in plans:
                 self._call_hook("file_classified", plan.file, file=plan.file)
@@ -563,6 +573,7 @@ class Engine:
                     request.kind == "archive" and not request.options.get("keep_source")
                 ):
                     gone = True
+                    self.facts.copies.leaving(file)  # nobody's original any more
             if plan.error or not rule.continue_ or gone:
                 if trace is not None:
                     trace.stopped(rule, plan.error, gone)
@@ -903,6 +914,24 @@ def _leaves_in_place(rule: Rule) -> bool:
     return bool(kinds) and all(
         kind in IN_PLACE_KINDS and (kind != "archive" or keep) for kind, keep in kinds
     )
+
+
+def _copy_orders(rule: Rule) -> set[str]:
+    """The orders `rule`'s filters pick originals by (see `Filter.copies`)."""
+    orders: set[str] = set()
+    stack: list[MatchNode] = [rule.match]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, FilterNode):
+            asks = getattr(node.filter, "copies", None)
+            order = asks() if callable(asks) else None
+            if order:
+                orders.add(order)
+        elif isinstance(node, NotNode):
+            stack.append(node.child)
+        else:
+            stack.extend(node.children)
+    return orders
 
 
 def _effect_name(effect: EffectAction) -> str:

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from clerk.rules.copies import CopyCheck
     from clerk.rules.model import Root
 
 HEAD_BYTES = 1024
@@ -35,7 +36,7 @@ class Facts(Protocol):
     def mime(self, file: FileInfo) -> str: ...  # of the file where it is (`file.here`)
     def hash(self, file: FileInfo) -> str: ...
     def attrs(self, file: FileInfo, namespace: str) -> dict[str, Any]: ...
-    def duplicate_of(self, file: FileInfo) -> str | None: ...
+    def copies_of(self, file: FileInfo, by: str) -> CopyCheck: ...  # see clerk.rules.copies
 
 
 class CachedFacts(Protocol):
@@ -155,6 +156,13 @@ class FileInfo:
             origin.computed.add("hash")
         return origin._hash
 
+    def learn_hash(self, digest: str) -> None:
+        """The content hash, computed elsewhere from this very file (the copy index)."""
+        origin = self.origin
+        if origin._hash is None:
+            origin._hash = digest
+            origin.computed.add("hash")
+
     @property
     def mime_if_known(self) -> str | None:
         return self.origin._mime
@@ -182,9 +190,14 @@ class FileInfo:
             self.origin.computed.add("attrs")
         return known[namespace]
 
-    def duplicate_of(self) -> str | None:
-        """The catalogued path of another file with the same content, if any."""
-        return self._facts.duplicate_of(self)
+    def copies(self, by: str = "first_seen") -> CopyCheck:
+        """Is this file a duplicate, and of which file (its original, picked `by` one of
+        `clerk.rules.copies.ORIGINAL_BY`)? The one place that decides it."""
+        return self._facts.copies_of(self, by)
+
+    def duplicate_of(self, by: str = "first_seen") -> str | None:
+        """Where the original is, if this file is a duplicate (see `copies`)."""
+        return self.copies(by).original
 
     @property
     def known_attrs(self) -> dict[str, Any]:

@@ -45,6 +45,8 @@ _RELEASE_TAIL = (
     ") AS claim WHERE files.root = claim.column1 AND files.relpath = claim.column2"
     " AND files.id != claim.column3 AND files.state = 'present'"
 )
+#: a content hash computed for a catalog row: (id, hash, inode, size, mtime_ns)
+LearnedHash = tuple[int, str, int | None, int | None, int | None]
 _STATE = 11  # index of `state` in a row's values (id, *_WRITTEN, ...)
 
 
@@ -163,9 +165,10 @@ class Catalog:
         row = self.db.execute(f"SELECT {COLUMNS} FROM files WHERE id = ?", [file_id]).fetchone()
         return CatalogRow.from_sql(row) if row else None
 
-    def same_size(self, size: int, exclude_id: int | None) -> list[CatalogRow]:
-        sql = f"SELECT {COLUMNS} FROM files WHERE size = ? AND state = 'present' AND id IS NOT ?"
-        return [CatalogRow.from_sql(r) for r in self.db.execute(sql, [size, exclude_id])]
+    def present_of_size(self, size: int) -> list[CatalogRow]:
+        """Every present file of this size (the copy index reads each size once a run)."""
+        sql = f"SELECT {COLUMNS} FROM files WHERE size = ? AND state = 'present' ORDER BY id"
+        return [CatalogRow.from_sql(r) for r in self.db.execute(sql, [size])]
 
     def query(
         self,
@@ -263,6 +266,16 @@ class Catalog:
             row.state,
         )  # fmt: skip
 
+    def set_hashes(self, hashes: Sequence[LearnedHash]) -> None:
+        """Cache content hashes computed for rows, each only while the row still names
+        the file as it was when hashed."""
+        if hashes:
+            self.db.conn.executemany(
+                "UPDATE files SET hash = ?2 WHERE id = ?1 AND inode IS ?3 AND size IS ?4"
+                " AND mtime_ns IS ?5",
+                hashes,
+            )
+
     def mark_gone(self, root: str, seen_ids: Iterable[int]) -> int:
         """After a full walk of `root`: rows not seen lose their location (state gone)."""
         cursor = self.db.conn.cursor()
@@ -277,6 +290,18 @@ class Catalog:
         count = cursor.rowcount
         cursor.execute("DELETE FROM seen_ids")
         return count
+
+    def write_batch(
+        self,
+        results: list[OpResult],
+        rows: list[CatalogRow],
+        roots: RootSet,
+        hashes: Sequence[LearnedHash] = (),
+    ) -> None:
+        """A batch's catalog changes (the caller holds the write transaction)."""
+        self.trash_displaced(results, roots)
+        self.upsert(rows)
+        self.set_hashes(hashes)
 
     def trash_displaced(self, results: Iterable[OpResult], roots: RootSet) -> None:
         """`on_conflict: overwrite` first trashed the file at the destination: say so."""
@@ -359,10 +384,15 @@ class CatalogWriter:
         self._catalog: Catalog | None = None  # opened by the writer thread
         self._pending: Future[None] | None = None
 
-    def write(self, results: list[OpResult], rows: list[CatalogRow]) -> None:
+    def write(
+        self,
+        results: list[OpResult],
+        rows: list[CatalogRow],
+        hashes: Sequence[LearnedHash] = (),
+    ) -> None:
         """Queue one batch: after the previous one is written (so at most one waits)."""
         self.wait()
-        self._pending = self._executor.submit(self._write, results, rows)
+        self._pending = self._executor.submit(self._write, results, rows, hashes)
 
     def wait(self) -> None:
         pending, self._pending = self._pending, None
@@ -377,10 +407,14 @@ class CatalogWriter:
             if self._catalog is not None:
                 self._catalog.db.close()
 
-    def _write(self, results: list[OpResult], rows: list[CatalogRow]) -> None:
+    def _write(
+        self,
+        results: list[OpResult],
+        rows: list[CatalogRow],
+        hashes: Sequence[LearnedHash],
+    ) -> None:
         if self._catalog is None:
             self._catalog = Catalog(open_store(self._path, migrate=False))
         catalog = self._catalog
         with write_txn(catalog.db):
-            catalog.trash_displaced(results, self._roots)
-            catalog.upsert(rows)
+            catalog.write_batch(results, rows, self._roots, hashes)

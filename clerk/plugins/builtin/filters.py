@@ -10,7 +10,9 @@ from typing import Any
 from clerk.errors import SpecError
 from clerk.plugins.api import FileInfo, Filter, Verdict
 from clerk.plugins.hookspecs import hookimpl
+from clerk.rules.copies import DEFAULT_ORIGINAL_BY, ORIGINAL_BY
 from clerk.rules.patterns import Pattern, compile_pattern, glob_pattern
+from clerk.rules.suggest import hint
 from clerk.units import (
     Comparison,
     format_duration,
@@ -300,26 +302,51 @@ class ContentFilter(Filter):
 
 
 class DuplicateFilter(Filter):
-    """`duplicate: true`: the same content (hash) as another file already in the catalog.
+    """`duplicate: true`: another present file has the same content (hash) and comes
+    first in the order originals are picked by; `duplicate: {original: oldest}` picks
+    another order (see `clerk.rules.copies`, which decides it). The original is never a
+    duplicate, so a rule that trashes duplicates keeps one copy of each content.
 
-    The file is hashed only when another catalogued file has the same size.
+    The file is hashed only when another file known to the run has the same size.
     """
 
     cost = 3
 
     def __init__(self, value: Any):
         super().__init__(value)
-        if not isinstance(value, bool):
-            raise SpecError(f"duplicate wants true or false, got {value!r}")
-        self.want = value
+        self.want, self.by = True, DEFAULT_ORIGINAL_BY
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - {"original"}, key=str)
+            if unknown:
+                raise SpecError(
+                    f"duplicate: unknown option {unknown[0]!r}{hint(unknown[0], ['original'])}"
+                )
+            self.by = value.get("original", DEFAULT_ORIGINAL_BY)
+            if self.by not in ORIGINAL_BY:
+                raise SpecError(f"duplicate: original {self.by!r} is not an order"
+                                f"{hint(self.by, ORIGINAL_BY)}")  # fmt: skip
+        elif isinstance(value, bool):
+            self.want = value
+        else:
+            raise SpecError(
+                f"duplicate wants true, false or {{original: {'|'.join(ORIGINAL_BY)}}}, "
+                f"got {value!r}"
+            )
 
     def provides(self) -> frozenset[str]:
         return frozenset({"original"})
 
+    def copies(self) -> str | None:
+        return self.by
+
     def match(self, file: FileInfo) -> Verdict:
-        original = file.duplicate_of()
-        if original is not None:
-            return Verdict(self.want, f"duplicate of {original}", {"original": original})
+        found = file.copies(self.by)
+        by = self.by.replace("_", " ")
+        if found.original is not None:
+            return Verdict(self.want, f"duplicate of {found.original} (original: {by})",
+                           {"original": found.original}, seen=found.original)  # fmt: skip
+        if found.copied:
+            return Verdict(not self.want, f"the original of its copies ({by})")
         return Verdict(not self.want, "no other file with the same content")
 
 
