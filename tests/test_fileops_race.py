@@ -1,21 +1,33 @@
 """Races: a target that appears between planning and acting, two processes moving
-different files onto the same destinations at once, and a destination directory swapped
-for a symlink out of the roots while a scan places files into it."""
+different files onto the same destinations at once, a destination directory swapped
+for a symlink out of the roots while a scan places files into it, and sources replaced
+by symlinks, FIFOs or other files between the walk and the move."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
+import stat
 import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import sqlite_utils
-from test_fileops_support import PYTHON, Env, digest, make_env, read, temp_files
+from test_fileops_support import (
+    PYTHON,
+    Env,
+    digest,
+    make_env,
+    other_filesystem,
+    read,
+    temp_files,
+)
 
 from clerk.fileops import OpRequest
 from clerk.fileops.beneath import Beneath, OutsideRoots
@@ -26,21 +38,33 @@ def env(tmp_path, monkeypatch) -> Env:
     return make_env(tmp_path, monkeypatch)
 
 
-def appear_on_intent(env: Env, make: dict[str, bytes]) -> None:
-    """Create files the moment intents are journaled: after planning, before acting."""
+def on_intent(env: Env, act: Callable[[], None]) -> None:
+    """Run `act` the moment intents are journaled: after planning, before acting."""
+    done: list[bool] = []
 
-    def create() -> int:
+    def once() -> int:
+        if not done:
+            done.append(True)
+            act()
+        return 0
+
+    env.db.conn.create_function("on_intent", 0, once)
+    env.db.execute(
+        "CREATE TEMP TRIGGER on_intent AFTER INSERT ON ops "
+        "WHEN NEW.state = 'pending' BEGIN SELECT on_intent(); END"
+    )
+
+
+def appear_on_intent(env: Env, make: dict[str, bytes]) -> None:
+    """Create files the moment intents are journaled."""
+
+    def create() -> None:
         for target, content in make.items():
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "wb") as fh:
                 fh.write(content)
-        return 0
 
-    env.db.conn.create_function("appear", 0, create)
-    env.db.execute(
-        "CREATE TEMP TRIGGER appear_on_intent AFTER INSERT ON ops "
-        "WHEN NEW.state = 'pending' BEGIN SELECT appear(); END"
-    )
+    on_intent(env, create)
 
 
 @pytest.mark.parametrize("kind", ["move", "copy", "symlink", "hardlink", "archive"])
@@ -286,3 +310,158 @@ def test_an_opened_directory_is_never_where_a_flipped_symlink_leads(env, tmp_pat
                 seen["opened"] += 1
             dirs.close()
     assert not os.listdir(outside)
+
+
+# --- a source replaced between the walk and the move (issue 13, races) -----------------
+def replace_source(path: str, by: str, outside: Path) -> Callable[[], None]:
+    """Put a symlink out of the roots, a FIFO or another file where `path` is."""
+
+    def replace() -> None:
+        aside = path + ".aside"
+        os.rename(path, aside)  # the walked file stays, under another name
+        if by == "symlink":
+            os.symlink(outside / "secret", path)
+        elif by == "fifo":
+            os.mkfifo(path)
+        else:
+            with open(path, "wb") as fh:
+                fh.write(b"someone else's file")
+
+    return replace
+
+
+@pytest.mark.parametrize("by", ["symlink", "fifo", "file"])
+@pytest.mark.parametrize(
+    "kind", ["move", "move-other-fs", "copy", "archive", "hardlink", "trash"]
+)  # fmt: skip
+def test_a_source_replaced_after_planning_is_skipped_untouched(tmp_path, monkeypatch, kind, by):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not clerk's")
+    with contextlib.ExitStack() as stack:
+        other = stack.enter_context(other_filesystem(tmp_path)) if kind == "move-other-fs" else None
+        env = make_env(tmp_path, monkeypatch, extra_roots=(other,) if other else ())
+        src = env.file("in/a.txt", b"the walked file")
+        before = os.lstat(src)
+        dst = os.path.join(other or env.root, "out", "a.tar" if kind == "archive" else "a.txt")
+        on_intent(env, replace_source(src, by, outside))
+        request = OpRequest(kind.removesuffix("-other-fs"), src, None if kind == "trash" else dst)
+        [result] = env.ops().execute([request])
+        assert result.status == "skipped", result
+        now = "a symlink" if by == "symlink" else "a FIFO" if by == "fifo" else "another file"
+        assert result.note == (
+            f"the source was replaced since it was seen (now {now}); not touched: {src}"
+        )
+        # the replacement stays as it is, the walked file too, and nothing was made
+        st = os.lstat(src)
+        assert st.st_ino != before.st_ino
+        if by == "symlink":
+            assert os.readlink(src) == str(outside / "secret")
+        assert os.listdir(outside) == ["secret"] and read(str(outside / "secret")) == b"not clerk's"
+        assert read(src + ".aside") == b"the walked file"
+        assert not os.path.lexists(dst) and not temp_files(env.root, *([other] if other else []))
+        if kind == "trash" and os.path.isdir(os.path.join(env.trash, "info")):
+            assert os.listdir(os.path.join(env.trash, "info")) == []
+        [row] = env.rows()
+        assert (row["state"], row["error"]) == ("skipped", result.note)
+
+
+class Twins:
+    """A thread that keeps swapping each file with a twin (a FIFO or a symlink out of
+    the roots) under a second name, as fast as it can: renameat2 RENAME_EXCHANGE."""
+
+    def __init__(self, files: list[Path], outside: Path):
+        self.pairs = []
+        for i, path in enumerate(files):
+            twin = path.with_name(path.name + ".twin")
+            if i % 2:
+                os.mkfifo(twin)
+            else:
+                os.symlink(outside / "secret", twin)
+            self.pairs.append((str(path), str(twin)))
+        self.swaps = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        pairs = list(self.pairs)
+        while pairs and not self._stop.is_set():
+            for pair in list(pairs):
+                try:
+                    _exchange(*pair)
+                    self.swaps += 1
+                except FileNotFoundError:  # clerk took the file away from this pair
+                    pairs.remove(pair)
+            time.sleep(0.0005)
+
+    def __enter__(self) -> Twins:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def regular_files(*tops: Path) -> Counter[str]:
+    """Hashes of the regular files; asserts there is nothing else (no FIFO, no link)."""
+    found: Counter[str] = Counter()
+    for top in tops:
+        for dirpath, _dirs, files in os.walk(top):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    assert ".twin" in name or top.name == "inbox", f"{path} is not a file"
+                    continue
+                found[digest(path)] += 1
+    return found
+
+
+@pytest.mark.parametrize("where", ["same-fs", "other-fs"])
+def test_sources_swapped_with_fifos_and_symlinks_during_a_scan(
+    tmp_path, write_rules, clerk_home, clerk, where
+):
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    inbox.mkdir()
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not clerk's")
+    with contextlib.ExitStack() as stack:
+        dest = tmp_path / "dest"
+        if where == "other-fs":
+            dest = Path(stack.enter_context(other_filesystem(tmp_path))) / "dest"
+        dest.mkdir()
+        write_rules(
+            f"roots:\n  inbox: {{path: {inbox}}}\n  dest: {{path: {dest}, watch: false}}\n"
+            f"rules:\n  - name: all\n    in: inbox\n    actions: [{{move: '{dest}/{{name}}'}}]\n"
+        )
+        (clerk_home / "config.yaml").write_text(
+            f"trash_dir: {tmp_path / 'trash'}\njournal_batch: 50\n"
+        )
+        files = [inbox / f"f{i:03d}" for i in range(300)]
+        for path in files:
+            path.write_bytes(f"file {path.name}\n".encode())
+        before = regular_files(inbox)
+        with Twins(files, outside) as twins:
+            result = clerk("scan", "--json")  # a FIFO opened for a copy would hang it
+        assert twins.swaps > 300, "the swapping hardly ran: the race was not exercised"
+        assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
+        # no FIFO or symlink was moved, nothing was read or written through a link
+        assert regular_files(inbox, dest) == before
+        assert all(stat.S_ISREG(os.lstat(p).st_mode) for p in dest.iterdir())
+        assert os.listdir(outside) == ["secret"] and read(str(outside / "secret")) == b"not clerk's"
+        assert not temp_files(str(dest))
+        for row in sqlite_utils.Database(clerk_home / "clerk.db")["ops"].rows:
+            if row["state"] == "done":
+                st = os.lstat(row["dst"])
+                assert stat.S_ISREG(st.st_mode) and st.st_ino == row["dst_inode"], row
+            else:
+                assert row["error"], row
+        notes = [
+            op.get("note") or op.get("error") or ""
+            for f in json.loads(result.stdout)["files"]
+            for op in f["ops"]
+            if op["status"] != "done"
+        ]
+        odd = [n for n in notes if not ("replaced" in n or "gone since" in n or "changed" in n)]
+        assert not odd, odd

@@ -3,9 +3,9 @@
 Every placement is no-overwrite. A same-file-system move is one renameat2 call; across
 file systems (and for copies) the data goes through `.clerk-tmp-<op id>` in the
 destination directory: copy, fsync, verify, place, fsync the directory, re-check the
-source, then unlink the source. A conflict that appears while acting changes the
-destination only after the new name is committed to the journal (`retarget_op`), so
-recovery always knows where to look.
+source, then remove it (set aside under the temp name, checked, unlinked). A conflict
+that appears while acting changes the destination only after the new name is committed
+to the journal (`retarget_op`), so recovery always knows where to look.
 """
 
 from __future__ import annotations
@@ -108,9 +108,9 @@ class Performer:
             self._handlers[op.kind](op)
         except OpSkipped as exc:
             op.skip(str(exc))
+        except SourceChanged as exc:  # found on opening it, before anything was made
+            op.skip(f"{exc}; not touched: {op.src}")
         except OpFailed as exc:
-            op.fail(str(exc))
-        except SourceChanged as exc:
             op.fail(str(exc))
         except OSError as exc:
             op.fail(describe_error(exc))
@@ -195,11 +195,45 @@ class Performer:
             remove_quietly(tmp)
             raise
 
-    def _unlink_source(self, src: At) -> None:
-        self.checkpoint("before_unlink_src")
-        os.unlink(src.name, dir_fd=src.dir_fd)
-        fsync_dir(src.dir_fd)
-        self.checkpoint("after_unlink_src")
+    def _remove_checked(
+        self, op: Op, at: At, wanted: Callable[[os.stat_result], bool], step: str | None = None
+    ) -> bool:
+        """Remove `at` only if it is the file `wanted` accepts; False if nothing was removed.
+
+        There is no "unlink if this inode": the file is first renamed to the op's temp
+        name and checked there, so the file checked is the file removed. Something put
+        at the name in between gets its name back. (Recovery knows the temp name.)
+        `step` is the crash point just before the unlink.
+        """
+        aside = At(at.dir_fd, temp_name(op.id))
+        try:
+            rename_noreplace(at, aside)
+        except FileNotFoundError:
+            return False
+        st = lstat_at(aside)
+        if st is not None and wanted(st):
+            if step is not None:
+                self.checkpoint(step)
+            os.unlink(aside.name, dir_fd=aside.dir_fd)
+            fsync_dir(at.dir_fd)
+            return True
+        try:
+            rename_noreplace(aside, at)
+        except OSError as exc:
+            raise OpFailed(
+                f"a file put in place of {op.src} as it was removed was set aside as "
+                f"{aside.name} and could not be given its name back ({describe_error(exc)})"
+            ) from None
+        return False
+
+    def _unlink_source(self, op: Op, src: At) -> bool:
+        """Remove the source if it is still the journaled file; False if it is not."""
+        removed = self._remove_checked(
+            op, src, lambda st: identity(st) == op.ident, step="before_unlink_src"
+        )
+        if removed:
+            self.checkpoint("after_unlink_src")
+        return removed
 
     # --- move, copy --------------------------------------------------------------------
     def _move(self, op: Op) -> None:
@@ -249,11 +283,11 @@ class Performer:
         fsync_dir(dst.dir_fd)
         self.checkpoint("after_place")
         if not self._source_unchanged(op, src):
-            self._remove_if_same(dst, copied.dev, copied.ino)
+            self._remove_if_same(op, dst, copied.dev, copied.ino)
             raise OpFailed("source changed during copy; the copy was removed, source kept")
         op.dst_dev, op.dst_inode = copied.dev, copied.ino
         if remove_source:
-            self._unlink_source_or_undo_copy(src, dst, copied.dev, copied.ino)
+            self._unlink_source_or_undo_copy(op, src, dst, copied.dev, copied.ino)
         self._finish_restore(op)
         op.state = "done"
 
@@ -272,27 +306,30 @@ class Performer:
         op.dst_dev, op.dst_inode = st.st_dev, st.st_ino
         if remove_source:
             if not self._source_unchanged(op, src):
-                self._remove_if_same(dst, st.st_dev, st.st_ino)
+                self._remove_if_same(op, dst, st.st_dev, st.st_ino)
                 raise OpFailed("source changed while moving; nothing moved")
-            self._unlink_source_or_undo_copy(src, dst, st.st_dev, st.st_ino)
+            self._unlink_source_or_undo_copy(op, src, dst, st.st_dev, st.st_ino)
         self._finish_restore(op)
         op.state = "done"
 
-    def _unlink_source_or_undo_copy(self, src: At, dst: At, dev: int, ino: int) -> None:
-        """A move whose source cannot be removed (read-only, permissions) is no move:
-        take the copy back out rather than leave the file in two places."""
+    def _unlink_source_or_undo_copy(self, op: Op, src: At, dst: At, dev: int, ino: int) -> None:
+        """A move whose source cannot be removed (read-only, permissions, or it is not the
+        journaled file any more) is no move: take the copy back out rather than leave the
+        file in two places."""
         try:
-            self._unlink_source(src)
-        except OSError as exc:
-            self._remove_if_same(dst, dev, ino)
+            removed = self._unlink_source(op, src)
+        except (OSError, OpFailed) as exc:
+            self._remove_if_same(op, dst, dev, ino)
             reason = describe_error(exc)
             raise OpFailed(f"cannot remove the source ({reason}); the copy was removed") from None
+        if not removed:
+            self._remove_if_same(op, dst, dev, ino)
+            raise OpFailed(
+                "the source changed as it was removed; the copy was removed, source kept"
+            )
 
-    def _remove_if_same(self, at: At, dev: int, ino: int) -> None:
-        st = lstat_at(at)
-        if st is not None and (st.st_dev, st.st_ino) == (dev, ino):
-            os.unlink(at.name, dir_fd=at.dir_fd)
-            fsync_dir(at.dir_fd)
+    def _remove_if_same(self, op: Op, at: At, dev: int, ino: int) -> None:
+        self._remove_checked(op, at, lambda st: (st.st_dev, st.st_ino) == (dev, ino))
 
     def _finish_restore(self, op: Op) -> None:
         """A restore from the trash drops its trashinfo once the file is back."""
@@ -414,9 +451,8 @@ class Performer:
         st = lstat_at(src)
         if st is None:
             raise OpFailed(f"already gone: {op.src}")
-        if identity(st) != op.ident:
+        if identity(st) != op.ident or not self._unlink_source(op, src):
             raise OpFailed(f"changed since it was checked, not removed: {op.src}")
-        self._unlink_source(src)
         op.state = "done"
 
     # --- archive -----------------------------------------------------------------------
@@ -446,11 +482,11 @@ class Performer:
         self.checkpoint("after_place")
         st = os.stat(dst.name, dir_fd=dst.dir_fd, follow_symlinks=False)
         if not self._source_unchanged(op, src):
-            self._remove_if_same(dst, st.st_dev, st.st_ino)
+            self._remove_if_same(op, dst, st.st_dev, st.st_ino)
             raise OpFailed("source changed while archiving; archive removed, source kept")
         op.dst_dev, op.dst_inode = st.st_dev, st.st_ino
         if not op.extra.get("keep_source"):
-            self._unlink_source_or_undo_copy(src, dst, st.st_dev, st.st_ino)
+            self._unlink_source_or_undo_copy(op, src, dst, st.st_dev, st.st_ino)
         op.state = "done"
 
     def _extract(self, op: Op) -> None:
@@ -474,10 +510,8 @@ class Performer:
         st = os.stat(dst.name, dir_fd=dst.dir_fd, follow_symlinks=False)
         op.dst_dev, op.dst_inode = st.st_dev, st.st_ino
         op.state = "done"
-        if not self._source_unchanged(op, src):
-            op.note = f"the archive changed since; kept {op.src}"
-            return
         try:
-            self._unlink_source(src)
-        except OSError as exc:
+            if not self._unlink_source(op, src):
+                op.note = f"the archive changed since; kept {op.src}"
+        except (OSError, OpFailed) as exc:
             op.note = f"restored; the archive could not be removed ({describe_error(exc)})"

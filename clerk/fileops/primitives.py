@@ -192,13 +192,15 @@ def open_source(at: At, expected: Identity | None) -> int:
         fd = open_regular(at)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EINVAL):
-            raise SourceChanged("the source is no longer a regular file") from None
+            raise SourceChanged(
+                "the source was replaced as it was opened (not a file now)"
+            ) from None
         raise
     if expected is not None:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != (expected.dev, expected.ino):
             os.close(fd)
-            raise SourceChanged("source changed since it was journaled")
+            raise SourceChanged("the source was replaced as it was opened (another file now)")
     return fd
 
 
@@ -208,7 +210,7 @@ def create_exclusive(at: At, mode: int = 0o600) -> int:
 
 
 class SourceChanged(Exception):
-    """The source is not the file that was journaled (it was replaced or modified)."""
+    """The source is not the file that was journaled (it was replaced): nothing was done."""
 
 
 class CopyResult(NamedTuple):

@@ -27,6 +27,7 @@ from clerk.fileops.primitives import (
     identity,
     lstat_at,
     remove_quietly,
+    rename_noreplace,
     temp_name,
     temp_path,
 )
@@ -83,10 +84,21 @@ class _World:
         self.op, self.dirs = op, dirs
         self.src_at = _at(dirs, op.src)
         self.src = _lstat(self.src_at)
+        if self.src is None and self.src_at is not None:
+            self._put_back_set_aside_source(self.src_at)
         self.src_ok = self.src is not None and identity(self.src) == op.ident
         self.dst_at = _at(dirs, op.dst)
         self.dst = _lstat(self.dst_at)
         self.tmp = At(self.dst_at.dir_fd, temp_name(op.id)) if self.dst_at else None
+
+    def _put_back_set_aside_source(self, src: At) -> None:
+        """A source is renamed to the op's temp name right before it is removed (see
+        `Performer._remove_checked`): if the crash came in between, it is the source."""
+        aside = At(src.dir_fd, temp_name(self.op.id))
+        st = lstat_at(aside)
+        if st is not None and identity(st) == self.op.ident:
+            rename_noreplace(aside, src)
+            self.src = lstat_at(src)
 
     def remove(self, path: str | None) -> None:
         """Remove a file of ours (a trashinfo) if it is there."""
