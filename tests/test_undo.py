@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+from pathlib import Path
 
 import pytest
-from test_fileops_support import Env, digest, make_env, read
+from test_fileops_support import Env, digest, make_env, other_filesystem, read, temp_files
 
 from clerk.fileops import OpRequest
-from clerk.store.journal import get_op, select_ops
+from clerk.fileops.primitives import CRASH_ENV
+from clerk.store import open_store
+from clerk.store.journal import get_op, list_ops, select_ops
 
 
 @pytest.fixture
@@ -193,3 +198,29 @@ def test_undo_dry_run_changes_nothing(env):
     [planned] = env.ops().undo([moved.op_id or 0], dry_run=True)
     assert planned.status == "planned" and planned.dst == env.path("a.txt")
     assert env.rows() == rows_before and os.path.exists(env.path("b.txt"))
+
+
+def test_an_undo_killed_mid_move_is_recovered_by_the_next_undo(tmp_path, clerk_home, clerk):
+    """`clerk undo` recovers what an interrupted run left pending before it acts, as scan
+    and the daemon do: killed after placing the file back (across file systems, before
+    removing the other copy), the next undo found the op 'done', refused ("the original
+    path is taken") and left the content in both places with the reverse op pending."""
+    with other_filesystem(tmp_path) as other:
+        a, b = tmp_path / "a", Path(other) / "b"
+        a.mkdir()
+        b.mkdir()
+        (a / "f.txt").write_text("once")
+        (clerk_home / "rules.d").mkdir()
+        (clerk_home / "rules.d" / "r.yaml").write_text(
+            f"roots:\n  a: {{path: {a}, watch: false}}\n  b: {{path: {b}, watch: false}}\n"
+            f'rules:\n  - name: there\n    in: a\n    actions: [{{move: "{b}/{{name}}"}}]\n'
+        )
+        (batch,) = json.loads(clerk("scan", "--json", check=True).stdout)["batches"]
+        killed = clerk("undo", "--batch", batch, env={CRASH_ENV: "after_place"})
+        assert killed.returncode == -signal.SIGKILL
+        assert (a / "f.txt").exists() and (b / "f.txt").exists()  # mid-move, as killed
+        again = clerk("undo", "--batch", batch)
+        assert "recovered 1 interrupted operation(s)" in again.stderr, again.stderr
+        assert (a / "f.txt").read_text() == "once" and not (b / "f.txt").exists()
+        assert not temp_files(str(a), str(b))
+        assert list_ops(open_store(clerk_home / "clerk.db"), state="pending") == []

@@ -6,13 +6,17 @@ Imported only when one of them runs (see `clerk.cli.register_lazy`), so that
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from clerk.cli import app
 from clerk.errors import ClerkError
 from clerk.output import json_option, print_json, printable
+
+if TYPE_CHECKING:
+    from clerk.app import App
+    from clerk.rules.model import RuleSet
 
 # --- init / check / scan / explain ----------------------------------------------------------
 
@@ -95,9 +99,7 @@ def scan(
     for warning in a.warnings:
         click.echo(str(warning), err=True)
     if not dry_run:
-        recovered = a.recover(ruleset)
-        if recovered:
-            click.echo(f"recovered {len(recovered)} interrupted operation(s)", err=True)
+        _recover(a, ruleset)
     engine = a.engine(ruleset, dry_run=dry_run, keep_outcomes=as_json or dry_run)
     root_names = [t for t in targets if t in ruleset.roots]
     paths = [t for t in targets if t not in ruleset.roots]
@@ -293,6 +295,8 @@ def undo(
         raise click.UsageError("give exactly one of OP_ID, --last N, --batch ID, --since AGE")
     a = app(ctx)
     ruleset = a.rules()
+    if not dry_run:  # what an interrupted run left half done, before undoing anything
+        _recover(a, ruleset)
     cutoff = time.time() - parse_duration(since) if since else None
     ids = select_ops(a.store, op_id=op_id, last=last, batch=batch, since=cutoff)
     if not ids:
@@ -310,6 +314,13 @@ def undo(
             click.echo(f"{r.status}: {r.kind} {printable(r.src)}{dst}{reason}")
     if any(r.status == "failed" for r in results):
         ctx.exit(1)
+
+
+def _recover(a: App, ruleset: RuleSet) -> None:
+    """Settle the ops a crash left pending before this command acts (scan and undo)."""
+    recovered = a.recover(ruleset)
+    if recovered:
+        click.echo(f"recovered {len(recovered)} interrupted operation(s)", err=True)
 
 
 # --- demo -----------------------------------------------------------------------------------
