@@ -185,7 +185,7 @@ def cli(config: str | None, profile: str | None, verbose: int) -> None:
 
 
 def register_lazy(name: str, target: str, short_help: str) -> None:
-    """Add a command that lives in another module ("clerk.daemon.cli:daemon").
+    """Add a command that lives in another module ("clerk.commands.daemon:daemon").
 
     `short_help` is what `clerk --help` lists; tests/test_cli.py checks it matches the
     first line of the command's own help.
@@ -229,36 +229,40 @@ register_lazy("db", "clerk.commands.store:db", "Look after the SQLite store.")
 # Other rooms add their commands here, one line each.
 register_lazy(
     "daemon",
-    "clerk.daemon.cli:daemon",
+    "clerk.commands.daemon:daemon",
     "Run the daemon in the foreground: watch the roots and apply the rules.",
 )
 register_lazy(
-    "status", "clerk.daemon.cli:status", "Show the daemon's state, roots, queue and last errors."
+    "status",
+    "clerk.commands.daemon:status",
+    "Show the daemon's state, roots, queue and last errors.",
 )
 register_lazy(
     "reload",
-    "clerk.daemon.cli:reload",
+    "clerk.commands.daemon:reload",
     "Make the daemon re-read its rules (bad rules: it keeps the running ones).",
 )
 register_lazy(
-    "pause", "clerk.daemon.cli:pause", "Stop acting on files; arrivals are still noticed and wait."
+    "pause",
+    "clerk.commands.daemon:pause",
+    "Stop acting on files; arrivals are still noticed and wait.",
 )
 register_lazy(
     "resume",
-    "clerk.daemon.cli:resume",
+    "clerk.commands.daemon:resume",
     "Act on files again, starting with those that arrived while paused.",
 )
 register_lazy(
-    "stop", "clerk.daemon.cli:stop", "Ask the daemon to finish the batch in flight and exit."
+    "stop", "clerk.commands.daemon:stop", "Ask the daemon to finish the batch in flight and exit."
 )
 register_lazy(
     "jobs",
-    "clerk.daemon.cli:jobs",
+    "clerk.commands.daemon:jobs",
     "Scheduled jobs: rules and workflows with `schedule:` or `every:`.",
 )
-register_lazy("systemd", "clerk.daemon.cli:systemd", "systemd units for the daemon.")
-register_lazy("run", "clerk.engine.cli:run", "Start a run of WORKFLOW.")
-register_lazy("runs", "clerk.engine.cli:runs", "Inspect and control workflow runs.")
+register_lazy("systemd", "clerk.commands.daemon:systemd", "systemd units for the daemon.")
+register_lazy("run", "clerk.commands.runs:run", "Start a run of WORKFLOW.")
+register_lazy("runs", "clerk.commands.runs:runs", "Inspect and control workflow runs.")
 
 
 def main() -> None:  # pragma: no cover - the console script entry point is `cli`
