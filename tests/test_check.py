@@ -14,9 +14,10 @@ from clerk.config import Config, Paths, Settings
 from clerk.errors import Problem, SpecError
 from clerk.plugins.api import Classifier, EffectAction, FileOpAction, Filter, Verdict
 from clerk.plugins.manager import Registry, make_plugin_manager
+from clerk.roots import Root, RootSet
 from clerk.rules.check import check_rules, load_and_check
 from clerk.rules.loader import load_rules
-from clerk.rules.model import AllNode, Root, RootSet, Rule, RuleSet
+from clerk.rules.model import AllNode, Rule, RuleSet
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted([REPO / "rules" / "downloads.yaml", *(REPO / "rules" / "examples").glob("*.yaml")])

@@ -26,7 +26,7 @@ from clerk.daemon.settle import (
     Settler,
 )
 from clerk.daemon.watch import FsEvent, Overflow, Watchers, _MoveGrouper, _Observer, _ReleasingQueue
-from clerk.rules.model import Root
+from clerk.roots import Root
 
 
 def _root(tmp_path: Path) -> Root:

@@ -18,7 +18,7 @@ from test_fileops_support import PYTHON, digest, other_filesystem, set_test_env,
 
 from clerk.fileops import FileOps
 from clerk.fileops.primitives import CRASH_ENV, CRASH_STEPS
-from clerk.rules.model import Root, RootSet
+from clerk.roots import Root, RootSet
 from clerk.store import open_store
 from clerk.store.journal import decode_row
 
@@ -37,7 +37,7 @@ REACHES = {
 CHILD = r"""
 import os, sys
 from clerk.fileops import FileOps, OpRequest
-from clerk.rules.model import Root, RootSet
+from clerk.roots import Root, RootSet
 from clerk.store import open_store
 kind, db_path, root, dest = sys.argv[1:5]
 names = sorted(os.listdir(os.path.join(root, "in")))

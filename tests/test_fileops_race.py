@@ -103,7 +103,7 @@ def test_trash_name_taken_after_planning(env):
 CHILD = r"""
 import json, os, sys, time
 from clerk.fileops import FileOps, OpRequest, primitives
-from clerk.rules.model import Root, RootSet
+from clerk.roots import Root, RootSet
 from clerk.store import open_store
 db_path, root, me, count, policy, fallback, go = sys.argv[1:8]
 if fallback == "1":

@@ -23,7 +23,7 @@ import pytest
 from sqlite_utils import Database
 
 from clerk.fileops import FileOps
-from clerk.rules.model import Root, RootSet
+from clerk.roots import Root, RootSet
 from clerk.store import open_store
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from clerk.errors import SpecError
 from clerk.plugins.builtin.filters import BUILTIN_FILTERS
+from clerk.roots import Root
 from clerk.rules.facts import FactSource
 from clerk.rules.fileinfo import FileInfo
-from clerk.rules.model import Root
 from clerk.rules.patterns import glob_pattern
 from clerk.samples import pdf, png
 

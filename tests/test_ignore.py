@@ -19,7 +19,7 @@ import pytest
 from test_daemon_support import files_under, running_daemon, wait_until, write_config
 
 from clerk.daemon.control import request
-from clerk.rules.model import DEFAULT_IGNORE, Root, RootSet
+from clerk.roots import DEFAULT_IGNORE, Root, RootSet
 from clerk.rules.walk import accepts, candidate_for, walk_root
 
 Clerk = Callable[..., subprocess.CompletedProcess[str]]

@@ -13,9 +13,9 @@ import pytest
 
 from clerk.errors import SpecError
 from clerk.plugins.builtin.filters import BUILTIN_FILTERS
+from clerk.roots import Root
 from clerk.rules.facts import FactSource
 from clerk.rules.fileinfo import FileInfo
-from clerk.rules.model import Root
 
 Completed = subprocess.CompletedProcess[str]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clerk.rules.model import Root, RootSet
+from clerk.roots import Root, RootSet
 from clerk.store import MAX_VARIABLES, execute_rows, open_store, write_txn
 from clerk.store.catalog import Catalog, CatalogRow, CatalogWriter
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clerk.errors import RenderError
-from clerk.rules.model import Root, RootSet
+from clerk.roots import Root, RootSet
 from clerk.rules.templates import Renderer, parse_template, sanitize_component, template_fields
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlite_utils import Database
 
-from clerk.rules.model import Root, RootSet
+from clerk.roots import Root, RootSet
 from clerk.rules.walk import Candidate, walk_root
 from clerk.store import from_db, to_db
 

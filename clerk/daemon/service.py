@@ -48,8 +48,9 @@ from clerk.store.events import record_file_error
 
 if TYPE_CHECKING:
     from clerk.app import App
+    from clerk.roots import Root
     from clerk.rules.engine import Engine, FileOutcome, Summary
-    from clerk.rules.model import Root, RuleSet
+    from clerk.rules.model import RuleSet
     from clerk.store import Checkpointer
 
 log = logging.getLogger("clerk.daemon")

@@ -26,7 +26,7 @@ import stat
 import time
 from dataclasses import dataclass
 
-from clerk.rules.model import Root
+from clerk.roots import Root
 
 STUCK_OPEN_FACTOR = 12
 STUCK_OPEN_MINIMUM = 60.0

@@ -48,7 +48,7 @@ from watchdog.observers.inotify_move_event_grouper import (
 )
 from watchdog.observers.polling import PollingObserver
 
-from clerk.rules.model import Root
+from clerk.roots import Root
 
 log = logging.getLogger("clerk.daemon.watch")
 

@@ -27,7 +27,7 @@ import os
 import stat
 
 from clerk.fileops.primitives import At
-from clerk.rules.model import RootSet
+from clerk.roots import RootSet
 
 DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_SYMLINK_HOPS = 40  # as the kernel's own limit (ELOOP)

@@ -29,7 +29,7 @@ from clerk.fileops.trash import TrashFinder
 from clerk.fileops.types import RELOCATING, OpRequest, OpResult
 from clerk.fileops.undo import plan_undo
 from clerk.private import open_private
-from clerk.rules.model import RootSet
+from clerk.roots import RootSet
 from clerk.store import write_txn
 from clerk.store.journal import (
     finish_ops,

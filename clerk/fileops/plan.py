@@ -31,7 +31,7 @@ from clerk.fileops.primitives import (
 )
 from clerk.fileops.trash import TrashFinder, free_name
 from clerk.fileops.types import CONFLICT_POLICIES, OpRequest
-from clerk.rules.model import RootSet
+from clerk.roots import RootSet
 
 KINDS = frozenset({"move", "copy", "rename", "symlink", "hardlink", "trash", "delete", "archive"})
 _MISSING = object()

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from clerk.roots import RootSet
     from clerk.rules.fileinfo import FileInfo
-    from clerk.rules.model import RootSet
     from clerk.rules.walk import Candidate
     from clerk.store.catalog import Catalog, CatalogRow, LearnedHash
 

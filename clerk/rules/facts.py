@@ -12,9 +12,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from clerk.roots import RootSet
 from clerk.rules.copies import CopyCheck, CopyIndex
 from clerk.rules.fileinfo import FileInfo
-from clerk.rules.model import RootSet
 from clerk.store.catalog import Catalog
 
 log = logging.getLogger("clerk.facts")

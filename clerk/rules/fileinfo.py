@@ -19,8 +19,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from clerk.roots import Root
     from clerk.rules.copies import CopyCheck
-    from clerk.rules.model import Root
 
 HEAD_BYTES = 1024
 

@@ -2,79 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clerk.errors import Location
+from clerk.roots import DEFAULT_IGNORE as DEFAULT_IGNORE  # re-exported: plugins import them here
+from clerk.roots import Root as Root
+from clerk.roots import RootSet as RootSet
 from clerk.units import format_duration
 
 if TYPE_CHECKING:
     from clerk.plugins.api import Action, Filter
 
-DEFAULT_IGNORE: tuple[str, ...] = ("*.part", "*.crdownload", ".~lock*", "*.tmp", ".clerk-tmp-*")
 TRIGGERS: frozenset[str] = frozenset({"created", "modified", "moved", "scan", "schedule"})
 DEFAULT_TRIGGERS: frozenset[str] = frozenset({"created", "moved", "scan"})
-
-
-@dataclass(frozen=True)
-class Root:
-    """A directory clerk may read and write; every path it touches is inside one."""
-
-    name: str
-    path: str  # absolute, user-expanded, normalized; no trailing slash
-    recursive: bool = True
-    watch: bool = True
-    poll: bool = False
-    settle: float = 5.0
-    ignore: tuple[str, ...] = DEFAULT_IGNORE
-    follow_symlinks: bool = False
-    where: Location | None = field(default=None, compare=False)
-
-    def contains(self, path: str) -> bool:
-        return path == self.path or path.startswith(self.path.rstrip("/") + "/")
-
-
-class RootSet:
-    """Named roots, with the lookup from an absolute path to (root, relpath)."""
-
-    def __init__(self, roots: Iterable[Root] = ()):
-        self._by_name: dict[str, Root] = {r.name: r for r in roots}
-        # most specific first, so a root nested in another claims its own files
-        self._by_depth = sorted(self._by_name.values(), key=lambda r: len(r.path), reverse=True)
-
-    def __getitem__(self, name: str) -> Root:
-        return self._by_name[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._by_name
-
-    def __iter__(self) -> Iterator[Root]:
-        return iter(self._by_name.values())
-
-    def __len__(self) -> int:
-        return len(self._by_name)
-
-    def get(self, name: str) -> Root | None:
-        return self._by_name.get(name)
-
-    @property
-    def names(self) -> list[str]:
-        return list(self._by_name)
-
-    def locate(self, path: str) -> tuple[Root, str] | None:
-        """The most specific root holding `path` (absolute, normalized) and the relpath."""
-        for root in self._by_depth:
-            base = root.path
-            if path.startswith(base):
-                if len(path) == len(base):
-                    return root, "."
-                if path[len(base)] == "/":
-                    return root, path[len(base) + 1 :]
-                if base == "/":
-                    return root, path[1:]
-        return None
 
 
 @dataclass

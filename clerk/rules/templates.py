@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from clerk.errors import RenderError
-from clerk.rules.model import RootSet
+from clerk.roots import RootSet
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/]")
 _FORMATTER = string.Formatter()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from clerk.errors import ClerkError
-from clerk.rules.model import Root, RootSet
+from clerk.roots import Root, RootSet
 from clerk.rules.patterns import glob_pattern, globs_pattern
 
 ALWAYS_IGNORED = (".clerk-tmp-*",)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlite_utils import Database
 
 from clerk.fileops.types import OpResult
-from clerk.rules.model import RootSet
+from clerk.roots import RootSet
 from clerk.store import execute_rows, from_db, open_store, to_db, write_txn
 
 if TYPE_CHECKING:

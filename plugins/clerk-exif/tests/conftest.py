@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from clerk_exif import ExifClassifier
 
+from clerk.roots import Root, RootSet
 from clerk.rules.facts import FactSource
 from clerk.rules.fileinfo import FileInfo
-from clerk.rules.model import Root, RootSet
 
 
 @pytest.fixture(autouse=True)

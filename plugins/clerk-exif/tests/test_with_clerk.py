@@ -17,8 +17,8 @@ from conftest import Scanned
 from clerk.errors import RenderError
 from clerk.plugins.builtin.filters import AttrFilter
 from clerk.plugins.manager import make_plugin_manager
+from clerk.roots import RootSet
 from clerk.rules.fileinfo import FileInfo
-from clerk.rules.model import RootSet
 from clerk.rules.templates import Renderer
 from clerk.store.catalog import decode_attrs, encode_attrs
 

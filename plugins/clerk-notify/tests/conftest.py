@@ -19,9 +19,9 @@ import pytest
 from clerk_notify.settings import NotifySettings
 
 from clerk.plugins.api import Target
+from clerk.roots import Root, RootSet
 from clerk.rules.facts import FactSource
 from clerk.rules.fileinfo import FileInfo
-from clerk.rules.model import Root, RootSet
 from clerk.rules.templates import Renderer
 
 DEADLINE = 20.0  # seconds: generous for a busy 2-core machine
