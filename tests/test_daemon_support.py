@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,15 +92,16 @@ class NotifyListener:
 
 
 class DaemonProcess:
-    def __init__(self, log_path: Path, env: dict[str, str]):
+    def __init__(self, log_path: Path, env: dict[str, str], argv_prefix: Sequence[str] = ()):
         self.log_path = log_path
         self.env = env
+        self.argv_prefix = list(argv_prefix)  # runs the daemon through it (setpriv ... --)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> DaemonProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "clerk", "daemon"],
+                [*self.argv_prefix, PYTHON, "-m", "clerk", "daemon"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
@@ -132,12 +133,17 @@ class DaemonProcess:
 
 @contextmanager
 def running_daemon(
-    tmp_path: Path, *, ready: bool = True, extra_env: dict[str, str] | None = None
+    tmp_path: Path,
+    *,
+    ready: bool = True,
+    extra_env: dict[str, str] | None = None,
+    argv_prefix: Sequence[str] = (),
 ) -> Iterator[tuple[DaemonProcess, NotifyListener]]:
-    """A daemon with NOTIFY_SOCKET set; waits for READY=1; SIGKILLed if a test leaves it."""
+    """A daemon with NOTIFY_SOCKET set; waits for READY=1; SIGKILLed if a test leaves it.
+    `argv_prefix` runs it through another command (`setpriv ... --`)."""
     listener = NotifyListener()
     env = {**os.environ, "NOTIFY_SOCKET": listener.path, **(extra_env or {})}
-    daemon = DaemonProcess(tmp_path / "daemon.log", env).start()
+    daemon = DaemonProcess(tmp_path / "daemon.log", env, argv_prefix).start()
     try:
         if ready:
             try:

@@ -86,6 +86,17 @@ def op_as_dict(result: OpResult) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(result).items() if v is not None}
 
 
+def failed(what: str, exc: Exception, file: FileInfo) -> str:
+    """The message for a filter, action or fact that raised on `file`: a file that
+    cannot be read says so with the system's reason (`cannot read it: Permission
+    denied`), anything else names the exception."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = exc.filename
+        which = "it" if name is None or os.fsdecode(name) == file.here.path else os.fsdecode(name)
+        return f"cannot read {which}: {exc.strerror}"
+    return f"{what} failed: {type(exc).__name__}: {exc}"
+
+
 @dataclass
 class Summary:
     seen: int = 0
@@ -514,7 +525,7 @@ class Engine:
             try:
                 matched = self._matcher(rule)(current, fields)
             except Exception as exc:  # a filter bug must not stop the run
-                failure = f"filter failed: {type(exc).__name__}: {exc}"
+                failure = failed("filter", exc, current)
                 plan.error = f"rule {rule.name}: {failure}"
                 if trace is not None:
                     trace.judged(rule, None, failure)
@@ -555,9 +566,7 @@ class Engine:
                     plan.error = f"rule {rule.name}: {step.name}: {exc}"
                     break
                 except Exception as exc:
-                    plan.error = (
-                        f"rule {rule.name}: {step.name} failed: {type(exc).__name__}: {exc}"
-                    )
+                    plan.error = f"rule {rule.name}: {failed(step.name, exc, current)}"
                     break
                 if request is None:
                     continue
@@ -778,7 +787,7 @@ class Engine:
         return on_error
 
     def _fact_error(self, file: FileInfo, what: str, exc: Exception) -> None:
-        message = f"{what} failed: {type(exc).__name__}: {exc}"
+        message = failed(what, exc, file)
         self._fact_errors.append(f"{file.path}: {message}")
         self._record_file_error(file, message)
 

@@ -61,6 +61,9 @@ class FactSource:
         self.copies = CopyIndex(catalog, roots, content_hash)
 
     def mime(self, file: FileInfo) -> str:
+        """libmagic's type for the file's content. Raises OSError when the file cannot
+        be read: taking it for `application/octet-stream` would let a rule act on that
+        guess, and the catalog keep it after the file became readable."""
         if self._magic is None:
             self._magic = _make_magic()
         try:
@@ -69,7 +72,9 @@ class FactSource:
             except UnicodeEncodeError:  # a non-UTF-8 name: hand libmagic a descriptor
                 with open(file.path, "rb") as fh:
                     return str(self._magic.from_descriptor(fh.fileno()))
-        except Exception as exc:  # an unreadable file is application/octet-stream
+        except OSError:
+            raise  # python-magic opens the file first: this is the file's own error
+        except Exception as exc:  # libmagic itself failed on a readable file
             self._error(file, "mime", exc)
             return "application/octet-stream"
 

@@ -173,14 +173,12 @@ class FileInfo:
 
     @property
     def head(self) -> bytes:
-        """The first KiB of the file (empty if it cannot be read)."""
+        """The first KiB of the file. Raises OSError if it cannot be read: "no content"
+        would make `not: {content: ...}` match a file nobody looked into."""
         origin = self.origin
         if origin._head is None:
-            try:
-                with open(self.here.path, "rb") as fh:
-                    origin._head = fh.read(HEAD_BYTES)
-            except OSError:
-                origin._head = b""
+            with open(self.here.path, "rb") as fh:
+                origin._head = fh.read(HEAD_BYTES)
         return origin._head
 
     def attrs(self, namespace: str) -> dict[str, Any]:
