@@ -15,7 +15,8 @@ from sqlite_utils import Database
 
 from clerk.roots import Root, RootSet
 from clerk.rules.walk import Candidate, walk_root
-from clerk.store import from_db, to_db
+from clerk.store.catalog import Catalog, unchanged
+from clerk.store.inflight import inflight
 
 
 @dataclass
@@ -30,20 +31,8 @@ class Walked:
     errors: list[str] = field(default_factory=list)
 
 
-def known_files(db: Database, root: str) -> dict[str, tuple[int, tuple[int, int, int, int]]]:
-    """relpath -> (id, (dev, inode, size, mtime_ns)) for the root's present files."""
-    sql = (
-        "SELECT id, relpath, dev, inode, size, mtime_ns FROM files"
-        " WHERE root = ? AND state = 'present' AND relpath IS NOT NULL"
-    )
-    return {
-        from_db(relpath): (file_id, (dev, inode, size, mtime))
-        for file_id, relpath, dev, inode, size, mtime in db.execute(sql, [root])
-    }
-
-
 def walk_changes(db: Database, root: Root, roots: RootSet) -> Walked:
-    known = known_files(db, root.name)
+    known = Catalog(db).present_in(root.name)
     pending = inflight(db, root.name)
     walked = Walked()
 
@@ -56,11 +45,12 @@ def walk_changes(db: Database, root: Root, roots: RootSet) -> Walked:
         if row is None:
             walked.new.append(candidate)
             continue
-        walked.seen_ids.add(row[0])
+        assert row.id is not None
+        walked.seen_ids.add(row.id)
         trigger = pending.get(candidate.relpath)
         if trigger is not None:  # catalogued, but the run that took it never finished
             walked.forced.append((candidate, trigger))
-        elif row[1] == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+        elif unchanged(row, st):
             walked.unchanged += 1
         else:
             walked.changed.append(candidate)
@@ -74,40 +64,3 @@ def root_device(root: Root) -> int | None:
     except OSError:
         return None
     return st.st_dev if stat.S_ISDIR(st.st_mode) else None
-
-
-# --- files in flight ---------------------------------------------------------------------
-# A catalog row whose identity matches the file normally means "handled": the daemon
-# skips such files. The engine writes a batch's rows only after its ops are done, so a
-# crash before that leaves the files unknown or changed to the catalog: handled again.
-# Files the daemon must look at again although the catalog knows them as they are (an
-# `after:` wait, a file a rule moved into another root) are listed here, so a restart's
-# reconcile looks at them again; each leaves the list when a batch has handled it.
-
-
-def mark_inflight(db: Database, batch: list[Candidate], trigger: str, now: float) -> None:
-    rows = [(c.root.name, to_db(c.relpath), trigger, now) for c in batch]
-    with db.atomic():
-        db.conn.executemany(
-            "INSERT OR REPLACE INTO daemon_inflight (root, relpath, trigger, since)"
-            " VALUES (?, ?, ?, ?)",
-            rows,
-        )
-
-
-def clear_inflight(db: Database, batch: list[Candidate]) -> None:
-    rows = [(c.root.name, to_db(c.relpath)) for c in batch]
-    with db.atomic():
-        db.conn.executemany("DELETE FROM daemon_inflight WHERE root = ? AND relpath = ?", rows)
-
-
-def inflight(db: Database, root: str) -> dict[str, str]:
-    sql = "SELECT relpath, trigger FROM daemon_inflight WHERE root = ?"
-    return {from_db(relpath): trigger for relpath, trigger in db.execute(sql, [root])}
-
-
-def drop_inflight(db: Database, root: str, before: float) -> None:
-    """After a clean walk that began at `before`: what was listed before it and is still
-    listed is no longer there (files listed since, e.g. `after:` waits, stay)."""
-    with db.atomic():
-        db.execute("DELETE FROM daemon_inflight WHERE root = ? AND since < ?", [root, before])

@@ -28,14 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from clerk.daemon.notify import Notifier, watchdog_interval
-from clerk.daemon.reconcile import (
-    clear_inflight,
-    drop_inflight,
-    inflight,
-    mark_inflight,
-    root_device,
-    walk_changes,
-)
+from clerk.daemon.reconcile import root_device, walk_changes
 from clerk.daemon.runs import DaemonRuns
 from clerk.daemon.schedule import WORKFLOW_PREFIX, Schedules
 from clerk.daemon.settle import FloodGauge, Ready, Settler
@@ -44,7 +37,9 @@ from clerk.errors import ConfigError, Problem
 from clerk.fileops.types import OpResult
 from clerk.rules.walk import Candidate, accepts, candidate_for, walk_root
 from clerk.store import write_txn
+from clerk.store.catalog import unchanged
 from clerk.store.events import record_file_error
+from clerk.store.inflight import clear_inflight, drop_inflight, inflight, mark_inflight
 
 if TYPE_CHECKING:
     from clerk.app import App
@@ -490,12 +485,7 @@ class Daemon:
             for c in group:
                 row = rows.get(c.relpath)
                 st = c.st
-                if (
-                    row is not None
-                    and c.relpath not in unfinished
-                    and (row.dev, row.inode, row.size, row.mtime_ns)
-                    == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-                ):
+                if row is not None and c.relpath not in unfinished and unchanged(row, st):
                     continue
                 fresh.append(c)
                 if row is None:

@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from clerk.store.catalog import unchanged
+
 if TYPE_CHECKING:
     from clerk.roots import Root
     from clerk.rules.copies import CopyCheck
@@ -70,7 +72,7 @@ class FileInfo:
         self.relpath = relpath
         self.st = st
         self._facts = facts
-        fresh = cached if cached is not None and _same_identity(cached, st) else None
+        fresh = cached if cached is not None and unchanged(cached, st) else None
         self.cached = fresh
         self.file_id: int | None = cached.id if cached is not None else None
         self.unsaved = False  # an id is reserved, the catalog row not yet written
@@ -218,15 +220,6 @@ def _split_ext(name: str) -> tuple[str, str]:
     if dot > 0 and name[:dot].lstrip("."):
         return name[:dot], name[dot + 1 :]
     return name, ""
-
-
-def _same_identity(cached: CachedFacts, st: os.stat_result) -> bool:
-    return (
-        cached.size == st.st_size
-        and cached.mtime_ns == st.st_mtime_ns
-        and cached.inode == st.st_ino
-        and cached.dev == st.st_dev
-    )
 
 
 STANDARD_FIELDS: frozenset[str] = frozenset(

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlite_utils import Database
 
@@ -119,6 +119,25 @@ def decode_attrs(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+class _Identified(Protocol):
+    dev: int | None
+    inode: int | None
+    size: int | None
+    mtime_ns: int | None
+
+
+def unchanged(row: _Identified, st: os.stat_result) -> bool:
+    """Is the file `st` describes the one `row` catalogued, as it was then? The one test
+    of "unchanged since catalogued": (dev, inode, size, mtime_ns) all equal. The daemon's
+    events and reconcile skip such files; the engine reuses their cached facts."""
+    return (
+        row.mtime_ns == st.st_mtime_ns
+        and row.size == st.st_size
+        and row.inode == st.st_ino
+        and row.dev == st.st_dev
+    )
+
+
 class Catalog:
     def __init__(self, db: Database):
         self.db = db
@@ -138,6 +157,18 @@ class Catalog:
                 record = CatalogRow.from_sql(row)
                 found[record.relpath] = record
         return found
+
+    def present_in(self, root: str) -> dict[str, CatalogRow]:
+        """relpath -> row (its id and identity only) for every present file of `root`:
+        what a reconcile walk compares the disk with."""
+        sql = (
+            "SELECT id, relpath, dev, inode, size, mtime_ns FROM files"
+            " WHERE root = ? AND state = 'present' AND relpath IS NOT NULL"
+        )
+        return {
+            from_db(relpath): CatalogRow(file_id, root, "", size, mtime, dev, inode)
+            for file_id, relpath, dev, inode, size, mtime in self.db.execute(sql, [root])
+        }
 
     def knows_root(self, root: str) -> bool:
         """Does any catalog row place a file in `root`?"""
