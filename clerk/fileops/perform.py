@@ -182,6 +182,16 @@ class Performer:
         st = lstat_at(src)
         return st is not None and identity(st) == op.ident
 
+    def _unchanged_or_drop(self, op: Op, src: At, tmp: At, message: str) -> None:
+        """Before a temp copy is placed: if the source changed while it was read, the
+        copy may be no version of it at all (half old, half new). It is removed and
+        never appears under the destination's name, not even for an instant. A change
+        after this look leaves the copy a faithful one of the source as it was; a move
+        removes its source only if it is still this version (`_unlink_source`)."""
+        if not self._source_unchanged(op, src):
+            remove_quietly(tmp)
+            raise OpFailed(f"{message}; source kept")
+
     def _place(self, op: Op, tmp: At, dst: At) -> At:
         """Move a verified temp file to the op's destination, never replacing anything."""
         try:
@@ -279,12 +289,10 @@ class Performer:
         tmp = At(dst.dir_fd, temp_name(op.id))
         copied = copy_to_temp(src, tmp, op.ident, self.checkpoint)
         op.hash = copied.digest
+        self._unchanged_or_drop(op, src, tmp, "source changed during copy; not copied")
         dst = self._place(op, tmp, dst)
         fsync_dir(dst.dir_fd)
         self.checkpoint("after_place")
-        if not self._source_unchanged(op, src):
-            self._remove_if_same(op, dst, copied.dev, copied.ino)
-            raise OpFailed("source changed during copy; the copy was removed, source kept")
         op.dst_dev, op.dst_inode = copied.dev, copied.ino
         if remove_source:
             self._unlink_source_or_undo_copy(op, src, dst, copied.dev, copied.ino)
@@ -477,13 +485,11 @@ class Performer:
             remove_quietly(tmp)
             raise OpFailed("archive verification failed: the member did not read back intact")
         op.hash = digest
+        self._unchanged_or_drop(op, src, tmp, "source changed while archiving; not archived")
         dst = self._place(op, tmp, dst)
         fsync_dir(dst.dir_fd)
         self.checkpoint("after_place")
         st = os.stat(dst.name, dir_fd=dst.dir_fd, follow_symlinks=False)
-        if not self._source_unchanged(op, src):
-            self._remove_if_same(op, dst, st.st_dev, st.st_ino)
-            raise OpFailed("source changed while archiving; archive removed, source kept")
         op.dst_dev, op.dst_inode = st.st_dev, st.st_ino
         if not op.extra.get("keep_source"):
             self._unlink_source_or_undo_copy(op, src, dst, st.st_dev, st.st_ino)
