@@ -9,6 +9,8 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
+import signal
 import stat
 import subprocess
 import threading
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
+from test_daemon_support import running_daemon, wait_until
 from test_fileops_support import (
     PYTHON,
     Env,
@@ -31,6 +34,8 @@ from test_fileops_support import (
 
 from clerk.fileops import OpRequest
 from clerk.fileops.beneath import Beneath, OutsideRoots
+from clerk.rules.model import Root, RootSet
+from clerk.rules.walk import walk_root
 
 
 @pytest.fixture
@@ -465,3 +470,81 @@ def test_sources_swapped_with_fifos_and_symlinks_during_a_scan(
         ]
         odd = [n for n in notes if not ("replaced" in n or "gone since" in n or "changed" in n)]
         assert not odd, odd
+
+
+# --- two scans and the daemon on one root at once (issue 13, races) --------------------
+def test_two_scans_and_the_daemon_on_one_root_lose_nothing_and_move_nothing_twice(
+    tmp_path, write_rules, clerk_home
+):
+    inbox, dest = tmp_path / "inbox", tmp_path / "dest"
+    inbox.mkdir()
+    dest.mkdir()
+    write_rules(
+        f"roots:\n  inbox: {{path: {inbox}, settle: 0.2s}}\n"
+        f"  dest: {{path: {dest}, watch: false}}\n"
+        f"rules:\n  - name: all\n    in: inbox\n    actions: [{{move: '{dest}/{{name}}'}}]\n"
+    )
+    (clerk_home / "config.yaml").write_text(
+        f"trash_dir: {tmp_path / 'trash'}\njournal_batch: 40\nreconcile_interval: 1h\n"
+    )
+    names = [f"{sub}/{sub}{i:04d}" for i in range(1000) for sub in ("a", "b", "c")]
+    contents = {name: f"file {name}\n".encode() for name in names}
+    for sub in ("a", "b", "c"):
+        (inbox / sub).mkdir()
+    for name in names[:2700]:
+        (inbox / name).write_bytes(contents[name])
+    scans = [
+        subprocess.Popen([PYTHON, "-m", "clerk", "scan"], text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]  # fmt: skip
+    # the daemon joins once the scans are at work (started with them, its start-up
+    # reconcile would often be done before they walk); its reconcile and the events of
+    # the files still arriving meet the scans' batches
+    wait_until(lambda: len(os.listdir(dest)) >= 100, what="the scans at work")
+    with running_daemon(tmp_path, ready=False) as (daemon, notify):
+        for name in names[2700:]:
+            (inbox / name).write_bytes(contents[name])
+        outputs = [scan.communicate(timeout=120) for scan in scans]
+        notify.wait_for("READY")
+        wait_until(lambda: not [p for p in inbox.rglob("*") if p.is_file()], what="an empty inbox")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0, daemon.log()
+    for scan, (out, err) in zip(scans, outputs, strict=True):
+        assert scan.returncode == 0 and "Traceback" not in err, out + err
+        assert " 0 failed" in out, out
+    # nothing lost: every file once at its destination, with its content
+    placed = {p.name: p.read_bytes() for p in dest.iterdir()}
+    assert placed == {os.path.basename(n): c for n, c in contents.items()}
+    # nothing moved twice: one done move per file, and the journal agrees with the disk
+    rows = list(sqlite_utils.Database(clerk_home / "clerk.db")["ops"].rows)
+    done = [row for row in rows if row["state"] == "done"]
+    assert sorted(row["src"] for row in done) == sorted(str(inbox / n) for n in names)
+    assert len({row["dst"] for row in done}) == len(names)
+    for row in done:
+        assert os.lstat(row["dst"]).st_ino == row["dst_inode"], row
+    others = [row for row in rows if row["state"] != "done"]
+    assert others, ("nothing was contended: the processes did not overlap", outputs)
+    assert all(
+        row["state"] == "skipped" and row["error"].startswith("the source is gone since")
+        for row in others
+    ), others
+    assert not temp_files(str(inbox), str(dest))
+
+
+def test_a_file_moved_away_between_the_listing_and_its_stat_is_no_error(tmp_path):
+    """Found by the test above: the other processes' moves made a scan's walk report
+    "cannot read: No such file or directory" failures by the hundred."""
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    for name in ("a", "b", "c", "sub/d"):
+        (inbox / name).write_text(name)
+    root = Root("inbox", str(inbox))
+    errors: list[str] = []
+    walk = walk_root(root, RootSet([root]), on_error=lambda path, exc: errors.append(path))
+    first = next(walk)  # the top directory is listed; its entries not yet looked at
+    for path in inbox.rglob("*"):
+        if path.is_file() and str(path) != first.path:
+            path.unlink()
+    shutil.rmtree(inbox / "sub")
+    assert list(walk) == [] and errors == []

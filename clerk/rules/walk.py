@@ -129,12 +129,19 @@ def walk_root(
         and not (root.contains(start) and accepts(root, start[base_len:], is_dir=True))
     ):
         return  # a directory the walk of the whole root would not go into
-    stack = [start or root.path]
+    top = start or root.path
+    stack = [top]
     while stack:
         directory = stack.pop()
         try:
             with os.scandir(directory) as it:
                 entries = list(it)
+        except FileNotFoundError as exc:
+            # a directory gone since it was listed (another scan, the daemon or a user
+            # moved it): nothing there to handle, and no error
+            if on_error is not None and directory == top:
+                on_error(directory, exc)
+            continue
         except OSError as exc:
             if on_error is not None:
                 on_error(directory, exc)
@@ -146,14 +153,21 @@ def walk_root(
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    if not root.follow_symlinks:
-                        continue
-                    st = entry.stat(follow_symlinks=True)
+            except FileNotFoundError:
+                continue  # gone since it was listed: someone else moved it; not an error
             except OSError as exc:
                 if on_error is not None:
                     on_error(entry.path, exc)
                 continue
+            if stat.S_ISLNK(st.st_mode):
+                if not root.follow_symlinks:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=True)
+                except OSError as exc:  # a dangling link is worth saying
+                    if on_error is not None:
+                        on_error(entry.path, exc)
+                    continue
             mode = st.st_mode
             if stat.S_ISREG(mode):
                 yield Candidate(root, entry.path, entry.path[base_len:], st)
