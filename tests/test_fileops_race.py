@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import shutil
@@ -473,6 +474,14 @@ def test_sources_swapped_with_fifos_and_symlinks_during_a_scan(
 
 
 # --- two scans and the daemon on one root at once (issue 13, races) --------------------
+def waiting_for_flock(path: str) -> int:
+    """How many processes are queued for a flock on `path` (from /proc/locks)."""
+    st = os.stat(path)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as fh:
+        return sum(1 for line in fh if "->" in line and "FLOCK" in line and inode in line)
+
+
 def test_two_scans_and_the_daemon_on_one_root_lose_nothing_and_move_nothing_twice(
     tmp_path, write_rules, clerk_home
 ):
@@ -485,7 +494,7 @@ def test_two_scans_and_the_daemon_on_one_root_lose_nothing_and_move_nothing_twic
         f"rules:\n  - name: all\n    in: inbox\n    actions: [{{move: '{dest}/{{name}}'}}]\n"
     )
     (clerk_home / "config.yaml").write_text(
-        f"trash_dir: {tmp_path / 'trash'}\njournal_batch: 40\nreconcile_interval: 1h\n"
+        f"trash_dir: {tmp_path / 'trash'}\njournal_batch: 20\nreconcile_interval: 1h\n"
     )
     names = [f"{sub}/{sub}{i:04d}" for i in range(1000) for sub in ("a", "b", "c")]
     contents = {name: f"file {name}\n".encode() for name in names}
@@ -493,23 +502,37 @@ def test_two_scans_and_the_daemon_on_one_root_lose_nothing_and_move_nothing_twic
         (inbox / sub).mkdir()
     for name in names[:2700]:
         (inbox / name).write_bytes(contents[name])
-    scans = [
-        subprocess.Popen([PYTHON, "-m", "clerk", "scan"], text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(2)
-    ]  # fmt: skip
-    # the daemon joins once the scans are at work (started with them, its start-up
-    # reconcile would often be done before they walk); its reconcile and the events of
-    # the files still arriving meet the scans' batches
-    wait_until(lambda: len(os.listdir(dest)) >= 100, what="the scans at work")
-    with running_daemon(tmp_path, ready=False) as (daemon, notify):
-        for name in names[2700:]:
-            (inbox / name).write_bytes(contents[name])
-        outputs = [scan.communicate(timeout=120) for scan in scans]
-        notify.wait_for("READY")
-        wait_until(lambda: not [p for p in inbox.rglob("*") if p.is_file()], what="an empty inbox")
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait() == 0, daemon.log()
+
+    def start_scan() -> subprocess.Popen[str]:
+        command = [PYTHON, "-m", "clerk", "scan"]
+        return subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    # Started together, one would often be done before the others walk (their start-up
+    # takes longer than its work). So all three are held at the journal lock their
+    # start-up recovery takes exclusively, until all three are queued there: then they
+    # go on at once.
+    lock_fd = os.open(clerk_home / "clerk.db-fileops.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    scans: list[subprocess.Popen[str]] = []
+    try:
+        scans += [start_scan(), start_scan()]
+        with running_daemon(tmp_path, ready=False) as (daemon, notify):
+            lock = str(clerk_home / "clerk.db-fileops.lock")
+            wait_until(lambda: waiting_for_flock(lock) == 3, what="all three at the lock")
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            for name in names[2700:]:  # and files still arrive, for the daemon's events
+                (inbox / name).write_bytes(contents[name])
+            outputs = [scan.communicate(timeout=120) for scan in scans]
+            notify.wait_for("READY")
+            wait_until(
+                lambda: not [p for p in inbox.rglob("*") if p.is_file()], what="an empty inbox"
+            )
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait() == 0, daemon.log()
+    finally:
+        os.close(lock_fd)
+        for scan in scans:
+            scan.kill()
     for scan, (out, err) in zip(scans, outputs, strict=True):
         assert scan.returncode == 0 and "Traceback" not in err, out + err
         assert " 0 failed" in out, out
