@@ -24,9 +24,11 @@ Choices made here (DESIGN.md is silent on them):
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ from clerk.rules.model import (
 from clerk.rules.patterns import PatternError, globs_pattern, group_names
 from clerk.rules.suggest import hint, unknown
 from clerk.yamlsrc import (
+    brief,
     key_location,
     load_documents,
     node_location,
@@ -130,6 +133,27 @@ def load_rules(
     rules are concatenated in file order. The rule set is only fit to act on when no
     problem has severity "error".
     """
+    with _collector_paused():
+        return _load_rules(files, registry, root_overrides or {})
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A big rule file makes a million objects and no reference cycles; the cyclic
+    collector would walk all of them again every few thousand (half of the time of
+    checking 20,000 rules). Nothing is lost: it runs again afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_rules(
+    files: Sequence[Path], registry: Registry, root_overrides: Mapping[str, str]
+) -> tuple[RuleSet, list[Problem]]:
     state = _State(registry)
     readers: list[_DocReader] = []
     for path in files:
@@ -143,7 +167,7 @@ def load_rules(
     # overrides must be known before action values are rebased.
     _each(readers, _DocReader.check_top)
     _each(readers, _DocReader.read_roots)
-    state.apply_overrides(root_overrides or {})
+    state.apply_overrides(root_overrides)
     _each(readers, _DocReader.read_rules)
     _each(readers, _DocReader.read_workflows)
     state.resolve_missing_in()
@@ -207,9 +231,7 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def _show(value: Any) -> str:
-    value = plain(value)
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return brief(value)
 
 
 def _prefixed(name: str, message: str) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 
 # Small candidate lists are short enough to print in full when nothing is close.
 _LIST_ALL_UP_TO = 16
+_LONGEST_WORD = 100
 
 
 def close_match(word: str, candidates: Iterable[str]) -> str | None:
@@ -15,6 +16,8 @@ def close_match(word: str, candidates: Iterable[str]) -> str | None:
     Case is ignored first (`Extension` -> `extension`), then difflib's ratio decides.
     """
     choices = [c for c in candidates if isinstance(c, str)]
+    if len(word) > _LONGEST_WORD:  # no one misspells a name into a paragraph
+        return None
     folded = {c.casefold(): c for c in choices}
     if word.casefold() in folded:
         return folded[word.casefold()]
@@ -46,4 +49,6 @@ def unknown(
 
 
 def _show(word: object) -> str:
-    return repr(word) if isinstance(word, str) else f"{word!r} ({type(word).__name__})"
+    from clerk.yamlsrc import brief
+
+    return brief(word) if isinstance(word, str) else f"{brief(word)} ({type(word).__name__})"
