@@ -180,8 +180,12 @@ def cli(config: str | None, profile: str | None, verbose: int) -> None:
     """
     import logging
 
+    from clerk.output import OneLineFormatter
+
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def register_lazy(name: str, target: str, short_help: str) -> None:

@@ -6,6 +6,8 @@ scripts that use `--json` do not pay for it.
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -127,9 +129,40 @@ def cell(value: Any) -> str:
     return printable(str(value))
 
 
-def printable(path: str) -> str:
-    """A path as text even when its bytes are not UTF-8 (shown with \\x escapes)."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def printable(text: str) -> str:
+    """A path, or a message holding paths, as one line of text that is safe to show.
+
+    Bytes that are not UTF-8 are shown as `\\xe9`. Control characters (C0, DEL, C1)
+    and the bidirectional overrides are escaped (`\\n`, `\\x1b`, `\\u202e`): a file
+    name is anyone's to choose, and shown raw its newline would start a forged line of
+    clerk's output or log, its escape sequences drive the terminal, and an override
+    make `evil\\u202etxt.exe` read as `evilexe.txt`.
+    """
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if _UNPRINTABLE.search(text) is None:
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log records whose message is one safe line (`printable`): a name in it can neither
+    forge a line of the log nor write bytes the log's stream cannot encode. A
+    traceback, added after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 @contextmanager

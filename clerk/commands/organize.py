@@ -131,15 +131,15 @@ def _print_scan(summary: Any, dry_run: bool) -> None:
         for outcome in summary.outcomes:
             for op in outcome.ops:
                 if op.status == "failed":  # the op would not happen: say why, as a scan does
-                    click.echo(f"error: {printable(op.src)}: {op.kind}: {op.error}", err=True)
+                    click.echo(printable(f"error: {op.src}: {op.kind}: {op.error}"), err=True)
                     continue
-                dst = f" -> {printable(op.dst)}" if op.dst else ""
+                dst = f" -> {op.dst}" if op.dst else ""
                 why = f" (skipped: {op.note})" if op.status == "skipped" and op.note else ""
-                click.echo(f"[{op.rule}] {op.kind} {printable(op.src)}{dst}{why}")
+                click.echo(printable(f"[{op.rule}] {op.kind} {op.src}{dst}{why}"))
             for effect in outcome.effects:
-                click.echo(f"[{', '.join(outcome.rules)}] {effect} {printable(outcome.path)}")
+                click.echo(printable(f"[{', '.join(outcome.rules)}] {effect} {outcome.path}"))
             if outcome.error:
-                click.echo(f"error: {printable(outcome.path)}: {outcome.error}", err=True)
+                click.echo(printable(f"error: {outcome.path}: {outcome.error}"), err=True)
     else:
         for error in summary.errors:
             click.echo(f"error: {printable(error)}", err=True)
@@ -309,9 +309,9 @@ def undo(
         print_json([dataclasses.asdict(r) for r in results])
     else:
         for r in results:
-            dst = f" -> {printable(r.dst)}" if r.dst else ""
+            dst = f" -> {r.dst}" if r.dst else ""
             reason = f": {r.error}" if r.error else ""
-            click.echo(f"{r.status}: {r.kind} {printable(r.src)}{dst}{reason}")
+            click.echo(printable(f"{r.status}: {r.kind} {r.src}{dst}{reason}"))
     if any(r.status == "failed" for r in results):
         ctx.exit(1)
 

@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from clerk.output import OneLineFormatter
+
 _PRIORITY = {
     logging.CRITICAL: 2,
     logging.ERROR: 3,
@@ -15,7 +17,7 @@ _PRIORITY = {
 }
 
 
-class JournalFormatter(logging.Formatter):
+class JournalFormatter(OneLineFormatter):
     """journald reads `<6>` at the start of a stdout line as the syslog priority."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -47,7 +49,7 @@ def setup_logging(level: str, verbose: int = 0) -> None:
     if under_journald():
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -578,8 +578,9 @@ class Daemon:
                 if result.status == "done" and result.dst:
                     self._remember_placed(result, now)
             self._follow_chain(outcome)
-        for error in summary.errors:
+        for error in summary.errors:  # the engine's message per file: logged here, once
             self.record_error("rule", error)
+            log.warning("%s", error)
         if done or summary.failed:
             log.info(
                 "%d file(s): %s; %d failed",

@@ -792,7 +792,8 @@ class Engine:
         self._record_file_error(file, message)
 
     def _record_file_error(self, file: FileInfo, message: str) -> None:
-        log.warning("%s: %s", file.path, message)
+        # not logged here: the summary carries it, and its caller shows it once (scan
+        # prints `error:` lines, the daemon logs them)
         if self.db is None or self.dry_run:
             return
         record_file_error(self.db, file.path, message, file_id=file.file_id)
@@ -801,10 +802,9 @@ class Engine:
         try:
             getattr(self.hooks.hook, name)(**kwargs)
         except Exception as exc:
+            log.warning("%shook %s failed: %s", f"{subject.path}: " if subject else "", name, exc)
             if subject is not None:
                 self._record_file_error(subject, f"hook {name} failed: {exc}")
-            else:
-                log.warning("hook %s failed: %s", name, exc)
 
 
 def _row_for(file: FileInfo, root: Root, relpath: str) -> CatalogRow:

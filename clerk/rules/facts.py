@@ -97,6 +97,7 @@ class FactSource:
         return self.copies.check(file, by)
 
     def _error(self, file: FileInfo, what: str, exc: Exception) -> None:
-        log.warning("%s failed for %s: %s", what, file.path, exc)
         if self._on_error is not None:
-            self._on_error(file, what, exc)
+            self._on_error(file, what, exc)  # the engine reports it, once
+        else:
+            log.warning("%s failed for %s: %s", what, file.path, exc)
