@@ -279,10 +279,11 @@ def runs_logs(ctx: click.Context, run_id: int, task: str | None, stream: str | N
 def _reader(ctx: click.Context) -> Any:
     """A RunStore for reading; migrates first if the store predates the runs tables."""
     from clerk.engine.runs import RunStore
+    from clerk.store.runs import has_run_tables
 
     a = app(ctx)
     db = a.db(readonly=True)
-    if not db["runs"].exists():
+    if not has_run_tables(db):
         db = a.store
     return RunStore(db)
 

@@ -27,7 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlite_utils import Database
 
 from clerk.rules.model import RuleSet
-from clerk.store import write_txn
+from clerk.store.schedules import record_first_seen, record_job_run, schedule_rows
 
 log = logging.getLogger("clerk.daemon.schedule")
 
@@ -117,12 +117,12 @@ class Schedules:
         """Schedule exactly the timed jobs of the rules; return the keys of those missed
         while the daemon was down."""
         self.scheduler.remove_all_jobs()
-        rows = self._rows()
+        rows = schedule_rows(self.db)
         now = time.time()
         missed: list[str] = []
         self.jobs = {}
         for job in timed_jobs(ruleset):
-            row = rows.get(job.key) or self._first_seen(job, now)
+            row = rows.get(job.key) or record_first_seen(self.db, job.key, spec_of(job), now)
             info = JobInfo(job.name, spec_of(job), job.kind, row.get("last_run"),
                            row.get("last_status"), _json(row.get("last_summary")))  # fmt: skip
             self.jobs[job.key] = info
@@ -160,26 +160,12 @@ class Schedules:
     def _dt(self, ts: float) -> datetime:
         return datetime.fromtimestamp(ts, tz=self.scheduler.timezone)
 
-    def _rows(self) -> dict[str, dict[str, Any]]:
-        return {row["name"]: row for row in self.db.query("SELECT * FROM schedules")}
-
-    def _first_seen(self, job: Timed, now: float) -> dict[str, Any]:
-        row = {"name": job.key, "spec": spec_of(job), "first_seen": now}
-        with write_txn(self.db):  # IMMEDIATE: the runner thread writes too
-            self.db.table("schedules").insert(row, pk="name", replace=True)
-        return row
-
     def record(self, name: str, status: str, summary: dict[str, Any], when: float) -> None:
         """Called on the worker thread after a sweep."""
         info = self.jobs.get(name)
         if info is not None:
             info.last_run, info.last_status, info.last_summary = when, status, summary
-        with write_txn(self.db):  # IMMEDIATE: the runner thread writes too
-            self.db.table("schedules").upsert(
-                {"name": name, "spec": info.spec if info else None, "last_run": when,
-                 "last_status": status, "last_summary": json.dumps(summary)},
-                pk="name",
-            )  # fmt: skip
+        record_job_run(self.db, name, info.spec if info else None, when, status, summary)
 
     def listing(self) -> list[dict[str, Any]]:
         """Jobs with their next run (safe from any thread: plain values, APScheduler locks)."""
@@ -208,9 +194,7 @@ def _json(text: str | None) -> dict[str, Any] | None:
 
 def stored_jobs(db: Database, ruleset: RuleSet) -> list[dict[str, Any]]:
     """For `clerk jobs list` while the daemon is down: the rules plus the store's record."""
-    rows = {}
-    if "schedules" in db.table_names():
-        rows = {row["name"]: row for row in db.query("SELECT * FROM schedules")}
+    rows = schedule_rows(db)
     out = []
     for job in timed_jobs(ruleset):
         row = rows.get(job.key, {})

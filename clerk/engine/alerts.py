@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from clerk.engine.runs import FAILED, FINISHED, PAUSED, PENDING, RunInfo, RunStore
+from clerk.engine.runs import RunInfo, RunStore
 from clerk.errors import SpecError
 from clerk.store.events import fired_since, latest_events, record_event
 from clerk.units import Comparison, parse_comparison, parse_duration
@@ -134,21 +134,11 @@ class AlertChecker:
         return Alert(rule.name, rule.text, value, rule.comparison.value, rule.workflow, run_id)
 
     def _measure(self, rule: AlertRule) -> float | None:
-        scope, params = ("AND workflow = ?", [rule.workflow]) if rule.workflow else ("", [])
         if rule.metric == "queue_depth":
-            row = self.store.conn.execute(
-                f"SELECT count(*) FROM runs WHERE status IN (?, ?) {scope}",
-                [PENDING, PAUSED, *params],
-            ).fetchone()
-            return float(row[0])
+            return float(self.store.waiting_count(rule.workflow))
         since = time.time() - (rule.window or 3600)
-        marks = ", ".join("?" * len(FINISHED))
-        ended, failed = self.store.conn.execute(
-            f"SELECT count(*), sum(status = ?) FROM runs WHERE finished >= ?"
-            f" AND status IN ({marks}) {scope}",
-            [FAILED, since, *sorted(FINISHED), *params],
-        ).fetchone()
-        return (failed or 0) / ended if ended else None
+        ended, failed = self.store.ended_since(since, rule.workflow)
+        return failed / ended if ended else None
 
     def _fired_recently(self, rule: AlertRule) -> bool:
         since = time.time() - (rule.window or 0)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from clerk.engine.recovery import runner_alive
 from clerk.engine.runs import (
     CANCELLED,
-    COMPLETED,
     FAILED,
     FINISHED,
     PAUSED,
@@ -81,12 +80,7 @@ def pause(app: App, run_id: int) -> str:
     if _owned(store, info):
         _request(store, run_id, "pause")
         return wait_for(store, run_id, {PAUSED, *FINISHED})
-    with store.conn:
-        store.conn.execute(
-            "UPDATE runs SET status = ? WHERE id = ? AND runner_pid IS NULL AND status IN (?, ?)",
-            (PAUSED, run_id, PENDING, RUNNING),
-        )
-    store.event(run_id, None, "run_paused")
+    store.pause_unclaimed(run_id)
     return _run(store, run_id).status
 
 
@@ -113,16 +107,7 @@ def retry(app: App, run_id: int, *, claim: bool = False) -> None:
     info = _run(store, run_id)
     if info.status not in (FAILED, CANCELLED):
         raise ClerkError(f"run {run_id} is {info.status}; only FAILED or CANCELLED runs retry")
-    with store.conn:
-        store.conn.execute(
-            "UPDATE task_runs SET status = ?, attempt = 0, interruptions = 0,"
-            " next_attempt_at = NULL, error_code = NULL, error = NULL, recoverable = NULL,"
-            " exit_code = NULL"
-            " WHERE run_id = ? AND status != ?",
-            (PENDING, run_id, COMPLETED),
-        )
-    store.update_run(run_id, "run_retried", status=PENDING, finished=None, error=None,
-                     runner_pid=os.getpid() if claim else None)  # fmt: skip
+    store.requeue_failed(run_id, runner_pid=os.getpid() if claim else None)
 
 
 def wait_for(store: RunStore, run_id: int, statuses: set[str] | frozenset[str],

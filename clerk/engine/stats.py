@@ -26,13 +26,8 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 def workflow_stats(store: RunStore, since: float | None = None) -> list[dict[str, Any]]:
     """Per workflow: counts, success and error rates, throughput, p50/p95 durations."""
-    sql = "SELECT workflow, status, created, started, finished FROM runs"
-    params: list[Any] = []
-    if since is not None:
-        sql += " WHERE created >= ?"
-        params.append(since)
     by_workflow: dict[str, list[tuple[Any, ...]]] = {}
-    for row in store.conn.execute(sql, params):
+    for row in store.run_times(since):
         by_workflow.setdefault(row[0], []).append(row)
     return [_stats(name, rows) for name, rows in sorted(by_workflow.items())]
 
@@ -84,14 +79,7 @@ def run_progress(store: RunStore, run_id: int) -> dict[str, Any]:
 
 
 def _eta(store: RunStore, workflow: str, elapsed: float, tasks: list[Any]) -> float | None:
-    past = [
-        finished - started
-        for started, finished in store.conn.execute(
-            "SELECT started, finished FROM runs WHERE workflow = ? AND status = ?"
-            " AND started IS NOT NULL AND finished IS NOT NULL ORDER BY id DESC LIMIT 50",
-            (workflow, COMPLETED),
-        )
-    ]
+    past = store.completed_durations(workflow, limit=50)
     if past:
         return round(max(0.0, statistics.median(past) - elapsed), 1)
     walls = [t.wall for t in tasks if t.status == COMPLETED and t.wall]
