@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from clerk.daemon.health import RootHealth
 from clerk.daemon.notify import Notifier, watchdog_interval
-from clerk.daemon.reconcile import root_device, walk_changes
+from clerk.daemon.reconcile import walk_changes
 from clerk.daemon.runs import DaemonRuns
 from clerk.daemon.schedule import WORKFLOW_PREFIX, Schedules
 from clerk.daemon.settle import FloodGauge, Ready, Settler
@@ -92,13 +93,12 @@ class Daemon:
         self.flood = FloodGauge()
         self._holding = False  # a flood is on: complete files wait (see FloodGauge)
         self.watchers = Watchers(self.intake)
+        self.health = RootHealth(self.watchers, self.record_error)
         self.ruleset: RuleSet | None = None
         self.engine: Engine | None = None
         self.state = INITIALIZING
         self.started = time.time()
         self.paused = False
-        self.degraded: dict[str, str] = {}  # what is wrong -> why (DEGRADED while non-empty)
-        self.unavailable: set[str] = set()
         self.last_errors: deque[dict[str, Any]] = deque(maxlen=LAST_ERRORS)
         self.overflows = 0
         self.reconciles = 0
@@ -110,8 +110,6 @@ class Daemon:
         self._ops_total = 0  # the sum over self._ops, kept so status costs O(1) per batch
         self._status_sent = 0.0  # monotonic time of the last STATUS= line
         self._placed: dict[str, tuple[tuple[int, int], float]] = {}
-        self._root_devs: dict[str, int | None] = {}
-        self._rewatch: set[str] = set()  # roots back after being unavailable
         self._trust_opens_at: float | None = None
         self._stop = False
         self._reload = False
@@ -162,8 +160,7 @@ class Daemon:
         self.ruleset = ruleset
         self.engine = self.app.engine(ruleset, keep_outcomes=True)
         self.runs.use(ruleset)
-        self._root_devs = {r.name: root_device(r) for r in self.watched_roots()}
-        self.unavailable = {n for n, dev in self._root_devs.items() if dev is None}
+        self.health.use(self.watched_roots())
         # watched roots whose rules take arrivals: a rule moving a file there is a chain
         self._chain_roots = {
             r.name for r in self.watched_roots() if ruleset.rules_for(r.name, "moved")
@@ -181,7 +178,7 @@ class Daemon:
         # runs of an earlier daemon first; from now on the rules' runs start here at once
         self.runs.start()
         set_run_sink(self.runs.submit)
-        self.watchers.start([r for r in self.watched_roots() if r.name not in self.unavailable])
+        self.health.start_watchers()
         self.reconcile("start")
         self._sync_schedules()
         self._set_state()
@@ -378,7 +375,7 @@ class Daemon:
         if located is None:
             return
         root, relpath = located
-        if not root.watch or root.name in self.unavailable:
+        if not root.watch or not self.health.up(root.name):
             return
         if not accepts(root, relpath, is_dir=event.is_dir):  # what the walk would skip
             return
@@ -440,7 +437,7 @@ class Daemon:
         by_trigger: dict[str, list[Candidate]] = {}
         roots = self.ruleset.roots
         for item in ready:
-            if item.root.name in self.unavailable:
+            if not self.health.up(item.root.name):
                 continue
             st = item.st
             located = roots.locate(item.path) if st is not None else None
@@ -661,7 +658,7 @@ class Daemon:
             return
         root = there[0]
         here = self.ruleset.roots.locate(outcome.path)
-        if here is None or here[0].name == root.name or root.name in self.unavailable:
+        if here is None or here[0].name == root.name or not self.health.up(root.name):
             return
         try:
             st = os.lstat(dst)
@@ -729,7 +726,7 @@ class Daemon:
                 continue
             del self._due_at[path]
             candidate = candidate_for(path, self.ruleset.roots)
-            if candidate is not None and candidate.root.name not in self.unavailable:
+            if candidate is not None and self.health.up(candidate.root.name):
                 by_trigger.setdefault(trigger, []).append(candidate)
         for trigger, candidates in by_trigger.items():
             # not `_not_yet_handled`: the catalog knows these files, they are due anyway
@@ -750,7 +747,7 @@ class Daemon:
         for root in self.watched_roots():
             if self._stop:
                 return
-            if not self._available(root):
+            if not self.health.available(root):
                 continue
             counts = self._reconcile_root(root)
             totals = [a + b for a, b in zip(totals, counts, strict=True)]
@@ -787,7 +784,7 @@ class Daemon:
             self.record_error("reconcile", error)
         # Only a clean, complete walk of a root that is still there may say a file is gone:
         # an unmounted root or an unreadable directory must not empty the catalog.
-        if not walked.errors and not self._stop and self._available(root):
+        if not walked.errors and not self._stop and self.health.available(root):
             with self.app.store.atomic():
                 assert self.engine.catalog is not None
                 self.engine.catalog.mark_gone(root.name, seen)
@@ -798,57 +795,14 @@ class Daemon:
         return [len(todo["created"]), others, deferred]
 
     # --- health -------------------------------------------------------------------------------
-    def _available(self, root: Root) -> bool:
-        """A root is there while its directory is on the device it was on at start."""
-        expected = self._root_devs.get(root.name)
-        device = root_device(root)
-        ok = device is not None and device == expected
-        key = f"root:{root.name}"
-        if ok and root.name in self.unavailable:
-            self.unavailable.discard(root.name)
-            self.degraded.pop(key, None)
-            self._rewatch.add(root.name)
-            log.warning("root %s is available again", root.name)
-        elif not ok and root.name not in self.unavailable:
-            self.unavailable.add(root.name)
-            why = "missing" if device is None else "on another device (unmounted?)"
-            self.degraded[key] = f"root {root.name} unavailable: {root.path} {why}"
-            self.record_error("root", self.degraded[key])
-            log.error("%s; no actions there until it is back", self.degraded[key])
-        elif not ok:
-            self.degraded.setdefault(key, f"root {root.name} unavailable: {root.path}")
-        return ok
-
     def check_health(self) -> None:
-        assert self.ruleset is not None
-        for root in self.watched_roots():
-            self._available(root)
-        for name in sorted(self._rewatch):
-            # its old watch (if any) saw a directory that went away: watch the new one
-            self._rewatch.discard(name)
-            back = self.ruleset.roots.get(name)
-            if back is not None and name not in self.unavailable:
-                self.watchers.restart(back)
-                self._reconcile_now = f"root {name} back"
+        reason = self.health.check()
+        if reason is not None:
+            self._reconcile_now = reason  # events were lost meanwhile
         down = self.runs.revive()
         if down is not None:
             self.record_error("runs", f"workflow runner restarted: {down}")
             log.error("workflow runner restarted: %s", down)
-        for name in self.watchers.dead():
-            if name in self.unavailable:
-                continue
-            key = f"watch:{name}"
-            if key not in self.degraded:
-                self.degraded[key] = f"watcher for root {name} died; restarting"
-                self.record_error("watch", self.degraded[key])
-                log.error("%s", self.degraded[key])
-            if self.watchers.restart(self.watchers.roots[name]):
-                self.degraded.pop(key, None)
-                log.warning("watcher for root %s restarted", name)
-                self._reconcile_now = f"watcher {name} restarted"  # events were lost meanwhile
-        for name in list(self.degraded):
-            if name.startswith("watch:") and name[6:] not in self.watchers.roots:
-                self.degraded.pop(name)
         self._set_state()
 
     def _ping(self) -> None:
@@ -859,7 +813,7 @@ class Daemon:
             return
         self._next_ping = now + self._ping_every
         # WATCHDOG=1 only while every watcher runs: the loop itself is the store writer
-        if not any(k.startswith("watch:") for k in self.degraded):
+        if self.health.watching():
             self.notifier.watchdog()
 
     # --- lifecycle jobs -------------------------------------------------------------------------
@@ -878,7 +832,7 @@ class Daemon:
         totals = Totals()
         for root_name in rule.roots:
             root = self.ruleset.roots.get(root_name)
-            if root is None or not self._sweepable(root):
+            if root is None or not self.health.sweepable(root):
                 totals.errors.append(f"root {root_name} unavailable: skipped")
                 continue
             errors: list[str] = totals.errors
@@ -907,11 +861,6 @@ class Daemon:
         log.info("job workflow:%s (%s): run %d started", name, why, run_id)
         return result
 
-    def _sweepable(self, root: Root) -> bool:
-        if root.watch:
-            return self._available(root)
-        return root_device(root) is not None
-
     # --- reload -------------------------------------------------------------------------------
     def reload(self) -> dict[str, Any]:
         """Re-read the rules; invalid rules keep the running ones (and say why)."""
@@ -936,9 +885,7 @@ class Daemon:
         self._use(ruleset)
         new_roots = {r.name: r for r in self.watched_roots()}
         if old_roots != new_roots:
-            self.watchers.stop()
-            self.degraded = {k: v for k, v in self.degraded.items() if not k.startswith("watch:")}
-            self.watchers.start([r for r in new_roots.values() if r.name not in self.unavailable])
+            self.health.restart_watchers()
         self.reloads += 1
         self.reconcile("reload")
         self._sync_schedules()
@@ -977,7 +924,7 @@ class Daemon:
             return
         old = self.state
         if state is None:
-            state = DEGRADED if self.degraded else READY
+            state = DEGRADED if self.health.problems else READY
         self.state = state
         if old != state and state != PROCESSING and old != INITIALIZING:
             now = time.monotonic()
@@ -999,29 +946,18 @@ class Daemon:
     def status_line(self) -> str:
         state = self.state
         if state == DEGRADED:
-            state += f" ({'; '.join(self.degraded.values())})"
+            state += f" ({'; '.join(self.health.problems.values())})"
         if self.paused:
             state += " paused"
         return f"{state}; {len(self.settler)} settling; {self.ops_per_minute()} ops/min"
 
     def status(self) -> dict[str, Any]:
         """A snapshot for `clerk status` (read from the control thread: plain values)."""
-        roots = []
         ruleset = self.ruleset
-        dead = set(self.watchers.dead()) if ruleset is not None else set()
-        for root in ruleset.roots if ruleset is not None else []:
-            if not root.watch:
-                health = "not watched"
-            elif root.name in self.unavailable:
-                health = "unavailable"
-            elif root.name in dead:
-                health = "watcher down"
-            else:
-                health = "polling" if root.poll else "watching"
-            roots.append({"name": root.name, "path": root.path, "watch": health})
+        roots = self.health.report(ruleset.roots if ruleset is not None else [])
         return {
             "state": self.state,
-            "reason": "; ".join(list(self.degraded.values())) or None,
+            "reason": "; ".join(list(self.health.problems.values())) or None,
             "paused": self.paused,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 1),
