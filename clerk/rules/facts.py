@@ -7,14 +7,16 @@ for a MIME type never pay for it.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from clerk.roots import RootSet
 from clerk.rules.copies import CopyCheck, CopyIndex
-from clerk.rules.fileinfo import FileInfo
+from clerk.rules.fileinfo import FileInfo, open_content
 from clerk.store.catalog import Catalog
 
 log = logging.getLogger("clerk.facts")
@@ -35,8 +37,13 @@ def _make_magic() -> Any:
 
 
 def content_hash(path: str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "blake2b").hexdigest()
+    """The hash of a catalogued file's content (never through a symlink)."""
+    with open_content(path) as fh:
+        return _digest(fh)
+
+
+def _digest(fh: io.BufferedReader) -> str:
+    return hashlib.file_digest(fh, "blake2b").hexdigest()
 
 
 class FactSource:
@@ -66,20 +73,18 @@ class FactSource:
         guess, and the catalog keep it after the file became readable."""
         if self._magic is None:
             self._magic = _make_magic()
-        try:
+        with file.open_content() as fh:  # its error is the file's: not readable, a link now
+            if os.fstat(fh.fileno()).st_size == 0:
+                return "inode/x-empty"  # what libmagic says of an empty file by its name
             try:
-                return str(self._magic.from_file(file.path))
-            except UnicodeEncodeError:  # a non-UTF-8 name: hand libmagic a descriptor
-                with open(file.path, "rb") as fh:
-                    return str(self._magic.from_descriptor(fh.fileno()))
-        except OSError:
-            raise  # python-magic opens the file first: this is the file's own error
-        except Exception as exc:  # libmagic itself failed on a readable file
-            self._error(file, "mime", exc)
-            return "application/octet-stream"
+                return str(self._magic.from_descriptor(fh.fileno()))
+            except Exception as exc:  # libmagic itself failed on a readable file
+                self._error(file, "mime", exc)
+                return "application/octet-stream"
 
     def hash(self, file: FileInfo) -> str:
-        return content_hash(file.path)
+        with file.open_content() as fh:
+            return _digest(fh)
 
     def attrs(self, file: FileInfo, namespace: str) -> dict[str, Any]:
         classifier = self.classifiers.get(namespace)

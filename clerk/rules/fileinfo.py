@@ -12,6 +12,8 @@ is (`here`): the walked path until an op has actually moved it.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import stat as stat_module
 from collections.abc import Iterator, Mapping
@@ -25,6 +27,27 @@ if TYPE_CHECKING:
     from clerk.rules.copies import CopyCheck
 
 HEAD_BYTES = 1024
+
+
+def open_content(path: str, *, follow: bool = False) -> io.BufferedReader:
+    """Open a file clerk judges, to read its content (MIME type, first KiB, hash).
+
+    A symlink is not followed unless its root follows symlinks: the walk saw a regular
+    file, and one swapped for a link since (by anyone who may write the directory)
+    must not be read through. Nor does a FIFO put in its place hang the read (no
+    blocking open), and only a regular file is read. The OSError says which.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            raise OSError(errno.ELOOP, "it is a symlink now, not read through", path) from None
+        raise
+    if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "it is not a regular file now", path)
+    return os.fdopen(fd, "rb")
 
 
 class Facts(Protocol):
@@ -179,9 +202,14 @@ class FileInfo:
         would make `not: {content: ...}` match a file nobody looked into."""
         origin = self.origin
         if origin._head is None:
-            with open(self.here.path, "rb") as fh:
+            with self.open_content() as fh:
                 origin._head = fh.read(HEAD_BYTES)
         return origin._head
+
+    def open_content(self) -> io.BufferedReader:
+        """The file where it is, open to read its content (see `open_content`)."""
+        here = self.here
+        return open_content(here.path, follow=here.root.follow_symlinks)
 
     def attrs(self, namespace: str) -> dict[str, Any]:
         known = self.origin._attrs  # the same dict in every view

@@ -9,12 +9,14 @@ above it is a trash directory, and, in a root that is not recursive, it is at th
 The walk asks the same questions one name at a time as it goes down (`_Selection`).
 
 What a path is decides the rest, from its lstat: symlinks are skipped (unless the root
-says `follow_symlinks: true`), and so are FIFOs, sockets and devices; directories that
-are other roots are walked as themselves.
+says `follow_symlinks: true`, and then only links clerk's own user made are followed:
+`foreign_link`), and so are FIFOs, sockets and devices; directories that are other
+roots are walked as themselves.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -162,6 +164,11 @@ def walk_root(
             if stat.S_ISLNK(st.st_mode):
                 if not root.follow_symlinks:
                     continue
+                refused = foreign_link(st)
+                if refused is not None:
+                    if on_error is not None:
+                        on_error(entry.path, PermissionError(errno.EPERM, refused, entry.path))
+                    continue
                 try:
                     st = entry.stat(follow_symlinks=True)
                 except OSError as exc:  # a dangling link is worth saying
@@ -175,6 +182,19 @@ def walk_root(
                 subdirs.append(entry.path)
         # reversed so that directories are visited in listing order
         stack.extend(reversed(subdirs))
+
+
+def foreign_link(st: os.stat_result) -> str | None:
+    """Why a symlink (its lstat) is not followed, even in a root that follows symlinks:
+    another user made it. Whoever may write a shared inbox could otherwise point clerk
+    at any file clerk's user can read (its content would decide rules and fill
+    templates: a private file's words in a destination name, a victim's file trashed as
+    the "duplicate" of the attacker's copy) or lead the walk into their directory. Like
+    the kernel's fs.protected_symlinks, but in every directory: only links of clerk's
+    own user, or of root, are followed. None: followed."""
+    if st.st_uid in (os.geteuid(), 0):
+        return None
+    return f"a symlink uid {st.st_uid} made: not followed (only clerk's own user's are)"
 
 
 def candidate_for(path: str, roots: RootSet) -> Candidate | None:
@@ -198,6 +218,9 @@ def explicit_candidate(path: str, roots: RootSet) -> Candidate:
     try:
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode) and root.follow_symlinks:
+            refused = foreign_link(st)
+            if refused is not None:
+                raise ClerkError(f"{path}: {refused}")
             st = os.stat(path)
     except OSError as exc:
         raise ClerkError(f"{path}: {exc.strerror or exc}") from None
