@@ -416,7 +416,7 @@ def test_task_problems(tmp_path: Path, registry: Registry) -> None:
                 url: https://example.org/hook
                 timeout: 5 minutes please
                 retry: {max: -1, backoff: x, factor: 0.5, tries: 3}
-                resources: {cpu: 0, memory: lots, gpu: 1}
+                resources: {cpu: 0, memory: lots, gpu: 1, processes: 0}
                 depend_on: [call]
               - executor: dask
               - {name: noexec}
@@ -442,6 +442,7 @@ def test_task_problems(tmp_path: Path, registry: Registry) -> None:
         "28:43: warning: unknown resource 'gpu' (did you mean 'cpu'?)",
         "28:26: cpu: wants a number like 1, 0.5 or 500m, got 0",
         "28:37: memory: expected a size like 10KB, 5MiB or 512Mi, got 'lots'",
+        "28:62: processes: wants a whole number of processes (1 or more), got 0",
         "30:9: a task needs a name:",
         "30:19: unknown executor 'dask' (expected one of: http, python, shell)",  # a plugin's
         "31:9: a task needs an executor: (shell, python, http)",

@@ -32,6 +32,7 @@ OUTPUTS = "outputs"  # the task's outputs are not a JSON object
 BUSINESS = "business"  # an exit status the task declares a business failure (not retried)
 INTERRUPTED = "interrupted"  # the runner died while the attempt ran (crash recovery)
 MEMORY = "memory"  # the task's processes used more memory than resources.memory
+PROCESSES = "processes"  # the task's process group had more processes than resources.processes
 EXCEPTION = "exception"  # a python task's callable raised
 HTTP = "http"  # an http task got an error status or no answer
 
@@ -58,6 +59,8 @@ class TaskContext:
     outputs_file: Path | None = None
     #: `resources.memory` in bytes: the process group is killed when its RSS exceeds it
     memory_limit: int | None = None
+    #: `resources.processes`: the process group is killed when it has more processes
+    process_limit: int | None = None
     #: outputs of the tasks of this run that have completed, by task name
     upstream: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: the secret values `render` resolved for this attempt (filled as it renders):

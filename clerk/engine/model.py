@@ -74,6 +74,7 @@ class FailurePolicy:
 class Resources:
     cpu: float = 0.0  # CPU slots the task holds while it runs; none unless declared
     memory: int | None = None  # bytes
+    processes: int | None = None  # most processes its process group may have at once
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,19 @@ def _resources(raw: Any) -> Resources:
     cpu_text = str(raw.get("cpu", 0)).strip()
     cpu = float(cpu_text[:-1]) / 1000 if cpu_text.endswith("m") else float(cpu_text)
     memory = raw.get("memory")
-    return Resources(cpu=cpu, memory=parse_size(memory) if memory is not None else None)
+    processes = raw.get("processes")
+    if processes is not None:
+        processes = parse_process_limit(processes)
+    return Resources(
+        cpu=cpu, memory=parse_size(memory) if memory is not None else None, processes=processes
+    )
+
+
+def parse_process_limit(value: Any) -> int:
+    """`resources.processes`: a whole number of processes, at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"processes: wants a whole number of processes (1 or more), got {value!r}")
+    return value
 
 
 def _duration(value: Any, what: str = "timeout") -> float | None:

@@ -26,6 +26,7 @@ from clerk.engine.api import (
     CANCELLED,
     EXIT,
     MEMORY,
+    PROCESSES,
     SIGNAL,
     SPAWN,
     TIMEOUT,
@@ -36,7 +37,7 @@ from clerk.private import private_dir, private_file
 
 _CHUNK = 65536
 _POLL = 0.2  # how often a waiting attempt looks at its cancel flag
-_MEMORY_POLL = 0.05  # how often the memory of a task with a limit is measured
+_MEMORY_POLL = 0.05  # how often the memory and processes of a task with limits are counted
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _DRAIN = 1.0  # how long to read pipes still held open by an escaped process
 
@@ -102,9 +103,10 @@ class CappedLog:
             self.file.close()
 
 
-def group_rss(pgid: int) -> int:
-    """Resident memory of every process in a process group, in bytes (from /proc)."""
-    total = 0
+def group_usage(pgid: int) -> tuple[int, int]:
+    """The resident memory (bytes) and the number of live processes of a process group,
+    from /proc. Zombies count as processes (they hold a pid) but not as memory."""
+    rss = processes = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -115,8 +117,14 @@ def group_rss(pgid: int) -> int:
             continue  # gone meanwhile
         fields = stat[stat.rfind(b")") + 2 :].split()
         if int(fields[2]) == pgid:  # field 5: the process group
-            total += int(fields[21]) * _PAGE  # field 24: rss in pages
-    return total
+            processes += 1
+            rss += int(fields[21]) * _PAGE  # field 24: rss in pages
+    return rss, processes
+
+
+def group_rss(pgid: int) -> int:
+    """Resident memory of every process in a process group, in bytes (from /proc)."""
+    return group_usage(pgid)[0]
 
 
 def start_time(pid: int) -> int | None:
@@ -153,6 +161,9 @@ def start_time_between(pid: int, before: int, after: int) -> int | None:
     in one tick that tick is its start time: no /proc read (a tick is 10 ms, a spawn
     well under 1, so that is nearly always the case). Otherwise /proc says."""
     return before if before == after else start_time(pid)
+
+
+_GROUP_KILLED = "its process group was killed"
 
 
 def _mib(size: int) -> str:
@@ -308,8 +319,10 @@ class Attempt:
         self.pgid = pid
         self.started = started
         self.deadline = started + context.timeout if context.timeout else None
-        self.reason: str | None = None  # why we killed it: TIMEOUT | CANCELLED | MEMORY
+        self.reason: str | None = None  # why we killed it: TIMEOUT, CANCELLED, MEMORY...
         self.peak_rss = 0  # of the whole group, when there is a memory limit
+        self.peak_processes = 0  # of the whole group, when it is measured
+        self.measured = bool(context.memory_limit or context.process_limit)
         self.next_measure = 0.0
         self.kill_at: float | None = None  # when SIGTERM turns into SIGKILL
         self.poller = poller
@@ -358,7 +371,7 @@ class Attempt:
 
     def _next_wake(self) -> float:
         now = time.monotonic()
-        wake = _MEMORY_POLL if self.context.memory_limit else _POLL
+        wake = _MEMORY_POLL if self.measured else _POLL
         for moment in (self.deadline, self.kill_at):
             if moment is not None:
                 wake = min(wake, max(0.0, moment - now))
@@ -371,20 +384,35 @@ class Attempt:
                 self._terminate(TIMEOUT, now)
             elif self.context.cancel.is_set():
                 self._terminate(CANCELLED, now)
-            elif self._over_memory(now):
-                self.reason = MEMORY  # no grace: it would only grow meanwhile
-                kill_group(self.pgid, signal.SIGKILL)
+            else:
+                over = self._over_limit(now)
+                if over is not None:
+                    self.reason = over  # no grace: it would only grow meanwhile
+                    kill_group(self.pgid, signal.SIGKILL)
         elif self.kill_at is not None and now >= self.kill_at:
             kill_group(self.pgid, signal.SIGKILL)
             self.kill_at = None
 
-    def _over_memory(self, now: float) -> bool:
-        limit = self.context.memory_limit
-        if not limit or now < self.next_measure:
-            return False
+    def _over_limit(self, now: float) -> str | None:
+        """MEMORY or PROCESSES when the group is over that limit, from one /proc count.
+
+        Processes are counted, not capped by the kernel: RLIMIT_NPROC counts every
+        process of the user (the daemon's own and every other task's) and does not bind
+        root, and a pids cgroup needs a delegated cgroup v2 subtree most setups do not
+        give clerk. A count every 50 ms stops a fork bomb within a few generations; the
+        group is killed whole, and forks racing that kill are stopped by the kernel."""
+        if not self.measured or now < self.next_measure:
+            return None
         self.next_measure = now + _MEMORY_POLL
-        self.peak_rss = max(self.peak_rss, group_rss(self.pgid))
-        return self.peak_rss > limit
+        rss, processes = group_usage(self.pgid)
+        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_processes = max(self.peak_processes, processes)
+        memory, most = self.context.memory_limit, self.context.process_limit
+        if memory and self.peak_rss > memory:
+            return MEMORY
+        if most and self.peak_processes > most:
+            return PROCESSES
+        return None
 
     def _terminate(self, reason: str, now: float) -> None:
         self.reason = reason
@@ -439,6 +467,10 @@ class Attempt:
             message = (f"memory limit {_mib(limit)} exceeded (RSS {_mib(self.peak_rss)});"
                        " its process group was killed")  # fmt: skip
             return TaskResult(False, code, MEMORY, message, recoverable=False)
+        if self.reason == PROCESSES:
+            most, seen = self.context.process_limit, self.peak_processes
+            message = f"process limit {most} exceeded ({seen} processes); {_GROUP_KILLED}"
+            return TaskResult(False, code, PROCESSES, message, recoverable=False)
         if code == 0:
             return TaskResult(True, 0)
         if code < 0:

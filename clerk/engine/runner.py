@@ -637,6 +637,7 @@ class Runner:
             ),
             outputs_file=run.log_dir / f"{stem}.outputs.json",
             memory_limit=spec.resources.memory,
+            process_limit=spec.resources.processes,
             upstream=_Upstream(run.completed),
             secrets=secrets,
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clerk.config import Config
-from clerk.engine.model import interrupt_key, parse_on_interrupt
+from clerk.engine.model import interrupt_key, parse_on_interrupt, parse_process_limit
 from clerk.errors import ClerkError, Location, Problem, SpecError
 from clerk.plugins.manager import Registry
 from clerk.rules.fileinfo import STANDARD_FIELDS
@@ -599,7 +599,7 @@ class _WorkflowChecker:
                 "resources: wants a mapping like {cpu: 1, memory: 512Mi}",
             )
             return
-        self.check_keys(resources, ("cpu", "memory"), "resource")
+        self.check_keys(resources, ("cpu", "memory", "processes"), "resource")
         cpu = resources.get("cpu")
         if "cpu" in resources and not _valid_cpu(cpu):
             self.error(
@@ -614,6 +614,11 @@ class _WorkflowChecker:
                 parse_size(memory)
             except SpecError as exc:
                 self.error(self.value_at(resources, "memory"), f"memory: {exc}")
+        if "processes" in resources:
+            try:
+                parse_process_limit(resources["processes"])
+            except SpecError as exc:
+                self.error(self.value_at(resources, "processes"), str(exc))
 
     def check_mapping(self, node: Any, key: str) -> None:
         if key in node and not isinstance(node[key], dict):
