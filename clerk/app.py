@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from sqlite_utils import Database
 
     from clerk.config import Config
+    from clerk.engine.queue import RunSink
     from clerk.fileops import FileOps
     from clerk.plugins.manager import ClerkPluginManager, Registry
     from clerk.rules.engine import Engine
@@ -108,9 +109,21 @@ class App:
                 Catalog(self.store).apply_results(results, ruleset.roots)
         return results
 
-    def engine(self, ruleset: RuleSet, *, dry_run: bool = False, **kwargs: Any) -> Engine:
+    def engine(
+        self,
+        ruleset: RuleSet,
+        *,
+        dry_run: bool = False,
+        run_sink: RunSink | None = None,
+        **kwargs: Any,
+    ) -> Engine:
+        """The rules engine for `ruleset`. `run_sink`: where its `run:` actions put their
+        runs; by default this app's store, with a detached worker to execute them."""
+        from clerk.engine.queue import StoreRuns
         from clerk.rules.engine import Engine
 
+        if run_sink is None:
+            run_sink = StoreRuns(self, ruleset.workflows)
         return Engine(
             ruleset,
             self.registry,
@@ -119,6 +132,7 @@ class App:
             hooks=self.pm,
             dry_run=dry_run,
             batch_size=self.config.settings.journal_batch,
+            run_sink=run_sink,
             **kwargs,
         )
 

@@ -165,3 +165,52 @@ def test_alert_conditions_come_from_config(clerk: Any, setup: Path, clerk_home: 
     (clerk_home / "config.yaml").write_text("alerts: [7]\n")
     result = clerk("run", "copy", "--param", "note=n")
     assert result.returncode != 0 and "Traceback" not in result.stderr
+
+
+def test_run_actions_go_to_the_run_sink_the_engine_was_given(setup: Path) -> None:
+    """Whoever drives the rules engine says where its `run:` actions' runs go (the
+    daemon its runner, scan the store): an engine given no sink starts none."""
+    from clerk.app import App
+    from clerk.engine.queue import RunRequest
+    from clerk.engine.runs import RunStore
+    from clerk.rules.engine import Engine
+
+    (setup / "inbox" / "a.txt").write_text("x")
+    app = App()
+    ruleset = app.rules()
+    requests: list[RunRequest] = []
+
+    def sink(request: RunRequest) -> int:
+        requests.append(request)
+        return 41 + len(requests)
+
+    summary = app.engine(ruleset, run_sink=sink).scan()
+    assert summary.failed == 0, summary.errors
+    (request,) = requests
+    assert (request.workflow, request.trigger) == ("copy", "rule:texts")
+    assert (request.fields["name"], request.fields["note"]) == ("a.txt", "from a")
+    assert RunStore(app.store).runs() == []  # the sink had it, nobody else
+    (setup / "inbox" / "b.txt").write_text("y")
+    bare = Engine(ruleset, app.registry, app.store, fileops=app.fileops(ruleset))
+    summary = bare.scan([str(setup / "inbox" / "b.txt")])
+    assert summary.failed == 1
+    assert any("starts no runs" in error for error in summary.errors), summary.errors
+    assert requests == [request] and RunStore(app.store).runs() == []
+
+
+def test_the_execution_engine_does_not_import_click() -> None:
+    """Commands live in commands/; the engine is driven through what it is given."""
+    import ast
+
+    engine_room = Path(__file__).resolve().parent.parent / "clerk" / "engine"
+    importing = []
+    for path in engine_room.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )  # fmt: skip
+            if any(n == "click" or n.startswith(("click.", "clerk.cli", "clerk.commands"))
+                   for n in names):  # fmt: skip
+                importing.append(path.name)
+    assert importing == []

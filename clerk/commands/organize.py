@@ -100,12 +100,13 @@ def scan(
         click.echo(str(warning), err=True)
     if not dry_run:
         _recover(a, ruleset)
-    engine = a.engine(ruleset, dry_run=dry_run, keep_outcomes=as_json or dry_run)
+    engine = a.engine(ruleset, dry_run=dry_run, keep_outcomes=as_json or dry_run,
+                      run_sink=_queue_only(a, ruleset) if no_run else None)  # fmt: skip
     root_names = [t for t in targets if t in ruleset.roots]
     paths = [t for t in targets if t not in ruleset.roots]
     if root_names and paths:
         raise ClerkError("give either root names or paths, not both")
-    with progress("scanning", enabled=not as_json) as advance, _runs_queued_only(no_run):
+    with progress("scanning", enabled=not as_json) as advance:
         summary = engine.scan(paths, root_names=root_names, rule_names=rules, progress=advance)
     if as_json:
         print_json({**summary.as_dict(), "files": [o.as_dict() for o in summary.outcomes]})
@@ -115,15 +116,11 @@ def scan(
         ctx.exit(1)
 
 
-def _runs_queued_only(no_run: bool) -> Any:
+def _queue_only(a: Any, ruleset: Any) -> Any:
     """With --no-run, `run:` actions queue their runs and no worker starts."""
-    import contextlib
+    from clerk.engine.queue import StoreRuns
 
-    if not no_run:
-        return contextlib.nullcontext()
-    from clerk.engine.queue import queue_only, run_sink
-
-    return run_sink(queue_only)
+    return StoreRuns(a, ruleset.workflows, start_worker=False)
 
 
 def _print_scan(summary: Any, dry_run: bool) -> None:

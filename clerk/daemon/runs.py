@@ -1,10 +1,11 @@
 """The daemon's workflow runner: runs start at once, in the daemon, not in a worker.
 
 While the daemon runs, a rule's `run:` action (and a scheduled workflow) hands its run
-to `DaemonRuns.submit` (the run sink, clerk.engine.queue): the run is created claimed by
-the daemon and the runner thread takes it within a poll. The thread owns its own store
-connection and an engine `Runner`; it also adopts runs queued by the CLI (`clerk run`
-without `--wait`), and the daemon holds the worker lock so no detached worker competes.
+to `DaemonRuns.submit` (the daemon's engine's run sink, see clerk.engine.queue): the run
+is created claimed by the daemon and the runner thread takes it within a poll. The
+thread owns its own store connection and an engine `Runner`; it also adopts runs queued
+by the CLI (`clerk run` without `--wait`), and the daemon holds the worker lock so no
+detached worker competes.
 
 Start: runs whose runner died (kill -9 of an earlier daemon) are let go of first and
 adopted before any new run; the Runner kills what their tasks left running and runs

@@ -158,7 +158,8 @@ class Daemon:
     def _use(self, ruleset: RuleSet) -> None:
         self._write_now()
         self.ruleset = ruleset
-        self.engine = self.app.engine(ruleset, keep_outcomes=True)
+        # the rules' runs start here, in the daemon's runner
+        self.engine = self.app.engine(ruleset, keep_outcomes=True, run_sink=self.runs.submit)
         self.runs.use(ruleset)
         self.health.use(self.watched_roots())
         # watched roots whose rules take arrivals: a rule moving a file there is a chain
@@ -172,12 +173,8 @@ class Daemon:
 
     def run(self) -> int:
         """The worker loop, until stopped. Returns the exit code."""
-        from clerk.engine.queue import set_run_sink
-
         self._install_signals()
-        # runs of an earlier daemon first; from now on the rules' runs start here at once
-        self.runs.start()
-        set_run_sink(self.runs.submit)
+        self.runs.start()  # runs of an earlier daemon first, then the rules' runs at once
         self.health.start_watchers()
         self.reconcile("start")
         self._sync_schedules()
@@ -352,9 +349,6 @@ class Daemon:
             self._checkpoints.stop()
         if self.schedules is not None:
             self.schedules.shutdown()
-        from clerk.engine.queue import set_run_sink
-
-        set_run_sink(None)
         self.runs.stop(RUN_STOP_TIMEOUT)
         for name in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(name, signal.SIG_DFL)

@@ -1,25 +1,29 @@
-"""Where the `run` action puts the runs it starts.
+"""Where the `run` action puts the runs it starts: the run sink its engine was given.
 
-A rule's `run: WORKFLOW` action creates a PENDING run (a durable row) through the
-current *run sink*. Whoever drives the rules engine decides what happens next:
+A rule's `run: WORKFLOW` action creates a PENDING run (a durable row) through the run
+sink of the rules engine that applies it (`Engine(run_sink=...)`, handed to the action
+as `Target.run_sink`). Whoever drives the engine decides what happens next:
 
-- `clerk scan` (the default sink): the run goes into the store of the command's app;
-  with the first run (and again when the process exits) a detached worker (`python -m
-  clerk.engine.worker`) is started unless one is active; it executes every queued run
-  and exits when none is left. So scan
-  returns as soon as its file operations are done, and `clerk runs list` shows the
-  runs it started.
-- the daemon (later) installs a sink that hands runs to its own runner;
-- tests install a sink with `run_sink(...)`.
+- `clerk scan` (`App.engine`'s default, `StoreRuns`): the run goes into the store of
+  the command's app; with the first run (and again when the process exits) a detached
+  worker (`python -m clerk.engine.worker`) is started unless one is active; it executes
+  every queued run and exits when none is left. So scan returns as soon as its file
+  operations are done, and `clerk runs list` shows the runs it started. `clerk scan
+  --no-run` passes a `StoreRuns` that starts no worker.
+- the daemon passes `DaemonRuns.submit`, which hands runs to its own runner;
+- tests pass any callable taking a `RunRequest` and returning the run's id.
 """
 
 from __future__ import annotations
 
 import atexit
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clerk.app import App
+    from clerk.engine.model import Workflow
 
 
 @dataclass(frozen=True)
@@ -29,75 +33,40 @@ class RunRequest:
     trigger: str = "manual"  # "rule:<name>" for the run action
 
 
-@dataclass
-class _SinkState:
-    sink: Callable[[RunRequest], int] | None = None
-    app: Any = None  # the app the default sink last served, and its workflows
-    workflows: Any = None
-    worker_checked: bool = False  # a worker was made sure of for this process
+#: creates a PENDING run for the request; returns its id
+RunSink = Callable[[RunRequest], int]
 
 
-_state = _SinkState()
+class StoreRuns:
+    """The run sink of `clerk scan`: each run is a PENDING row in `app`'s store, of a
+    workflow of `workflows` (the raw `RuleSet.workflows` of the engine's rule set).
 
+    `start_worker`: the first run (and the process's exit, for runs queued after a
+    worker that was already finishing had looked for the last time) makes sure a
+    detached worker will execute them; without it, runs are only queued.
+    """
 
-@contextmanager
-def run_sink(sink: Callable[[RunRequest], int]) -> Iterator[None]:
-    """Send runs to `sink` (returns the run id) while the block runs."""
-    previous = _state.sink
-    _state.sink = sink
-    try:
-        yield
-    finally:
-        _state.sink = previous
+    def __init__(self, app: App, workflows: Mapping[str, Any], *, start_worker: bool = True):
+        self.app = app
+        self.raw_workflows = workflows
+        self.start_worker = start_worker
+        self._workflows: dict[str, Workflow] | None = None  # built with the first run
+        self._worker_checked = False
 
+    def __call__(self, request: RunRequest) -> int:
+        from clerk.engine.fields import dump_fields
+        from clerk.engine.model import build_workflows, find_workflow
+        from clerk.engine.runs import RunStore
 
-def set_run_sink(sink: Callable[[RunRequest], int] | None) -> None:
-    """Install a sink for the life of the process (the daemon); None restores the default."""
-    _state.sink = sink
+        if self._workflows is None:  # once per sink, not once per file
+            self._workflows = build_workflows(self.raw_workflows)
+        workflow = find_workflow(self._workflows, request.workflow)
+        run_id = RunStore(self.app.store).create_run(workflow, dump_fields(request.fields),
+                                                     request.trigger)  # fmt: skip
+        if self.start_worker and not self._worker_checked:
+            from clerk.engine.service import ensure_worker
 
-
-def submit(request: RunRequest) -> int:
-    """Create a PENDING run for `request`; returns its id."""
-    if _state.sink is not None:
-        return _state.sink(request)
-    return _default_sink(request)
-
-
-def queue_only(request: RunRequest) -> int:
-    """A sink that only records the PENDING run (`clerk scan --no-run`)."""
-    from clerk.engine.fields import dump_fields
-    from clerk.engine.model import build_workflows, find_workflow
-    from clerk.engine.runs import RunStore
-
-    app = _current_app()
-    if _state.app is not app:  # build the workflows once per app, not once per file
-        _state.app, _state.workflows = app, build_workflows(app.rules().workflows)
-    workflow = find_workflow(_state.workflows, request.workflow)
-    return RunStore(app.store).create_run(workflow, dump_fields(request.fields),
-                                          request.trigger)  # fmt: skip
-
-
-def _default_sink(request: RunRequest) -> int:
-    from clerk.engine.service import ensure_worker
-
-    run_id = queue_only(request)
-    app = _state.app
-    if not _state.worker_checked:
-        # Start the worker with the first run; once more at exit, for the runs queued
-        # after a worker that was already finishing had looked for the last time.
-        _state.worker_checked = True
-        ensure_worker(app)
-        atexit.register(ensure_worker, app)
-    return run_id
-
-
-def _current_app() -> Any:
-    """The app of the running `clerk` command (honours --config), else one from the env."""
-    import click
-
-    from clerk.app import App
-
-    context = click.get_current_context(silent=True)
-    if context is not None and isinstance(context.find_root().obj, App):
-        return context.find_root().obj
-    return App()
+            self._worker_checked = True
+            ensure_worker(self.app)
+            atexit.register(ensure_worker, self.app)
+        return run_id

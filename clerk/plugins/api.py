@@ -38,6 +38,7 @@ from clerk.rules.fileinfo import FileInfo
 from clerk.secrets import SecretError, resolve_secrets
 
 if TYPE_CHECKING:
+    from clerk.engine.queue import RunSink
     from clerk.rules.templates import Renderer
 
 
@@ -109,6 +110,8 @@ class Target:
     renderer: Renderer
     rule: str
     dry_run: bool = False
+    #: where a `run:` action puts the runs it starts (the engine's; None: it starts none)
+    run_sink: RunSink | None = None
 
     def render(self, template: str) -> str:
         """Render a template into text (not a path); fields are not sanitized."""

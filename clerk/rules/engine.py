@@ -51,6 +51,7 @@ from clerk.store.events import record_file_error
 from clerk.store.journal import IN_PLACE_KINDS, done_in_place
 
 if TYPE_CHECKING:
+    from clerk.engine.queue import RunSink
     from clerk.rules.explain import PlanTrace
 
 log = logging.getLogger("clerk.engine")
@@ -165,6 +166,7 @@ class Engine:
         batch_size: int = 500,
         keep_outcomes: bool = False,
         now: datetime | None = None,
+        run_sink: RunSink | None = None,
     ):
         self.ruleset = ruleset
         self.registry = registry
@@ -173,6 +175,7 @@ class Engine:
         self.dry_run = dry_run
         self.batch_size = batch_size
         self.keep_outcomes = keep_outcomes
+        self.run_sink = run_sink  # where `run:` actions put their runs (clerk.engine.queue)
         self.renderer = Renderer(ruleset.roots)
         self.facts = FactSource(
             self.catalog,
@@ -679,8 +682,9 @@ class Engine:
             if current.path != path:
                 current = self._view_at(current, path)
             target = Target(
-                current, path, current.fields(step.fields), self.renderer, step.rule, self.dry_run
-            )
+                current, path, current.fields(step.fields), self.renderer, step.rule, self.dry_run,
+                self.run_sink,
+            )  # fmt: skip
             try:
                 if self.dry_run:
                     outcome.effects.append(effect.describe(target))

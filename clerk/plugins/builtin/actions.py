@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, cast
 
-from clerk.errors import SpecError
+from clerk.errors import ClerkError, SpecError
 from clerk.fileops.types import CONFLICT_POLICIES, Conflict, OpKind, OpRequest
 from clerk.plugins.api import Action, EffectAction, FileOpAction, Target
 from clerk.plugins.hookspecs import hookimpl
@@ -211,7 +211,8 @@ class RunAction(EffectAction):
     The file (at its path after the actions before this one) is the run's input: its
     template fields (path, name, stem, dir, regex groups, known attributes) become the
     run's fields, and `params` (templates, rendered for this file) are added to them.
-    The run is queued as a durable row; see clerk/engine/queue.py for who executes it.
+    The run is queued as a durable row through the engine's run sink (`target.run_sink`);
+    see clerk/engine/queue.py for who executes it.
     """
 
     options = frozenset({"params"})
@@ -244,11 +245,13 @@ class RunAction(EffectAction):
         return f"run {self.workflow}"
 
     def apply(self, target: Target) -> str | None:
-        from clerk.engine.queue import RunRequest, submit
+        from clerk.engine.queue import RunRequest
 
+        if target.run_sink is None:
+            raise ClerkError("this engine starts no runs (it was given no run sink)")
         fields = _run_fields(target)
         fields.update({name: target.render(t) for name, t in self.params.items()})
-        run_id = submit(RunRequest(self.workflow, fields, trigger=f"rule:{target.rule}"))
+        run_id = target.run_sink(RunRequest(self.workflow, fields, trigger=f"rule:{target.rule}"))
         return f"run {self.workflow} queued as run {run_id}"
 
 
