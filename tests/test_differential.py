@@ -67,15 +67,8 @@ from clerk.daemon.control import request
 EXAMPLES = int(os.environ.get("CLERK_DIFF_EXAMPLES", "0") or 0)
 DAY = 86400.0
 OLD, NEW = 90 * DAY, 3600.0  # ages of the generated files: far from every threshold
-POLICIES = ("rename", "skip", "overwrite", "fail")  # dedupe: see KNOWN below
+POLICIES = ("rename", "skip", "overwrite", "dedupe", "fail")
 
-# Disagreements found and not fixed yet: the generator leaves them out (each fix removes
-# its line and adds a regression test).
-#: a scan of many files did not do what scanning them one at a time does, when two files
-#: meet at a destination name (`a.txt`, and `a (1).txt` that a conflict makes)
-KNOWN_BATCH_ORDER = True
-#: a dry run could not compare the content of a file a chained move had not put there yet
-KNOWN_DEDUPE_CHAIN = True
 
 # --- what the world is made of ------------------------------------------------------------
 
@@ -193,15 +186,12 @@ def actions(draw: st.DrawFn, rule: str) -> list[dict[str, Any]]:
             steps.append({"trash": {}})
             continue
         if kind == "rename":
-            to = draw(
-                st.sampled_from(["r-{name}"] + ([] if KNOWN_BATCH_ORDER else ["{stem} (1).{ext}"]))
-            )
+            to = draw(st.sampled_from(["r-{name}", "{stem} (1).{ext}"]))
         else:
             last = "{out}/copies/{name}" if kind == "copy" else "{out}/txt/"
             to = draw(st.sampled_from(["{out}/flat/{name}", "{out}/" + rule + "/{name}",
                                        "{out}/{ext}/{name}", "sorted/{name}", last]))  # fmt: skip
-        policies = POLICIES if KNOWN_DEDUPE_CHAIN else (*POLICIES, "dedupe")
-        steps.append({kind: to, "on_conflict": draw(st.sampled_from(policies))})
+        steps.append({kind: to, "on_conflict": draw(st.sampled_from(POLICIES))})
     return steps
 
 
@@ -230,15 +220,6 @@ def rule_sets(draw: st.DrawFn) -> tuple[dict[str, Any], ...]:
 @st.composite
 def worlds(draw: st.DrawFn) -> World:
     inbox = draw(entries(DIRS))
-    if KNOWN_BATCH_ORDER:
-        names_seen: set[str] = set()
-        unique = []
-        for e in inbox:
-            name = e.relpath.rsplit("/", 1)[-1]
-            if name not in names_seen and " (" not in name:
-                names_seen.add(name)
-                unique.append(e)
-        inbox = unique
     taken = sorted({e.relpath.rsplit("/", 1)[-1] for e in inbox})
     out = {}
     for _ in range(draw(st.integers(0, 3))):
@@ -604,7 +585,26 @@ LARGE = settings(SMALL, max_examples=max(EXAMPLES, 1), derandomize=False, print_
 
 
 #: worlds the hunt found, kept as examples of the default run
-FOUND: list[World] = []
+FOUND: list[World] = [
+    # two files of one name moved over one destination, then trashed (tests/test_batch.py)
+    World(
+        (Entry("a.txt", b"hello\n", OLD), Entry("sub/a.txt", b"hello\n", OLD)),
+        (Entry("flat/a.txt", b"x", OLD),),
+        True,
+        (),
+        (
+            {
+                "name": "r0",
+                "in": "inbox",
+                "match": [],
+                "actions": [
+                    {"move": "{out}/flat/{name}", "on_conflict": "overwrite"},
+                    {"trash": {}},
+                ],
+            },
+        ),
+    ),
+]
 
 #: one world with a bit of everything, so that even the smallest budget sees it
 RICH = World(

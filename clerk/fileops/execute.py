@@ -6,12 +6,17 @@ system work, then all outcomes in one transaction. A same-file-system move costs
 lstat at planning, one existence check and one renameat2; the journal commit is its
 durability point (no per-op fsync). Chained requests (`chain=i`) need the actual
 result of request i, so they are journaled in a following round of the same call.
+
+A call does what its files' chains would do one file after the other: the rounds
+interleave files only where they cannot meet (`waves`), and a dry run plans every op
+on the disk the ops planned before it would leave (`clerk.fileops.projection`).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -23,7 +28,8 @@ from clerk.fileops.beneath import Beneath
 from clerk.fileops.op import Op
 from clerk.fileops.perform import Performer
 from clerk.fileops.plan import Planner
-from clerk.fileops.primitives import crash_now, crash_step_from_env
+from clerk.fileops.primitives import crash_now, crash_step_from_env, parent_dir
+from clerk.fileops.projection import Projection
 from clerk.fileops.recovery import op_from_row, recover_op
 from clerk.fileops.trash import TrashFinder
 from clerk.fileops.types import RELOCATING, OpRequest, OpResult
@@ -78,17 +84,62 @@ class JournalLock:
             os.close(fd)  # releases the lock
 
 
-def chain_rounds(requests: Sequence[OpRequest]) -> list[list[int]]:
-    """Request indexes grouped so every chained request comes after the one it needs."""
-    depth: list[int] = []
-    for index, req in enumerate(requests):
-        chain = req.chain
-        valid = chain is not None and 0 <= chain < index
-        depth.append(depth[chain] + 1 if valid and chain is not None else 0)
-    rounds: list[list[int]] = [[] for _ in range(max(depth, default=-1) + 1)]
-    for index, level in enumerate(depth):
+def chain_rounds(requests: Sequence[OpRequest], indexes: Sequence[int] = ()) -> list[list[int]]:
+    """Request indexes (all, or `indexes` with every request their chains need) grouped
+    so every chained request comes after the one it needs."""
+    depth: dict[int, int] = {}
+    for index in indexes or range(len(requests)):
+        chain = requests[index].chain
+        valid = chain is not None and 0 <= chain < index and chain in depth
+        depth[index] = depth[chain] + 1 if valid and chain is not None else 0
+    rounds: list[list[int]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for index, level in depth.items():
         rounds[level].append(index)
     return rounds
+
+
+_NUMBERED = re.compile(r" \(\d+\)")
+
+
+def _meeting_names(path: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """Where ops on `path` may meet ops of another file: its name in its directory and
+    in a trash, without the numbers a conflict adds (`a (1).txt` meets `a.txt`)."""
+    name = _NUMBERED.sub("", path[path.rfind("/") + 1 :])
+    return (parent_dir(path), name), ("", name)
+
+
+def waves(requests: Sequence[OpRequest]) -> list[list[int]]:
+    """Request indexes grouped so that a batch does what its files' requests would do
+    one file after the other, in order, while most of it still goes in one wave.
+
+    A file's requests are a chain. Two files meet when their requests name the same
+    name in one directory (or a name a conflict makes of it, or the same name in a
+    trash): then the later file's chain waits until the earlier one's is done, in a
+    later wave. Files that meet nothing go in the first wave, whatever their order:
+    theirs does not change what happens to them.
+    """
+    file_of: list[int] = []
+    names: dict[int, set[tuple[str, str]]] = {}
+    for index, req in enumerate(requests):
+        chain = req.chain
+        first = file_of[chain] if chain is not None and 0 <= chain < index else index
+        file_of.append(first)
+        meets = names.setdefault(first, set())
+        if first == index:
+            meets.update(_meeting_names(req.src))
+        if req.dst:
+            meets.update(_meeting_names(req.dst))
+    wave_of_name: dict[tuple[str, str], int] = {}
+    wave_of_file: dict[int, int] = {}
+    for first, meets in names.items():  # in request order
+        wave = max((wave_of_name[n] + 1 for n in meets if n in wave_of_name), default=0)
+        wave_of_file[first] = wave
+        for name in meets:
+            wave_of_name[name] = wave
+    grouped: list[list[int]] = [[] for _ in range(max(wave_of_file.values(), default=-1) + 1)]
+    for index, first in enumerate(file_of):
+        grouped[wave_of_file[first]].append(index)
+    return grouped
 
 
 def _split_plain(ops: list[Op]) -> tuple[list[tuple[int, int]], list[Op]]:
@@ -125,7 +176,8 @@ class FileOps:
         # directories are opened beneath the roots, and the descriptors kept only for
         # the length of one call: see clerk.fileops.beneath
         self._dirs = Beneath(roots)
-        self._planner = Planner(roots, self._finder, self._dirs)
+        # a dry run plans each op on the disk the ops before it would leave
+        self._planner = Planner(roots, self._finder, self._dirs, Projection() if dry_run else None)
         self._performer = Performer(
             db, self._finder, self._checkpoint, self._planner.claimed, self._dirs
         )
@@ -142,13 +194,15 @@ class FileOps:
         self._planner.reset()
         ops_by_index: dict[int, Op] = {}
         try:
-            for round_indexes in chain_rounds(requests):
-                ops: list[Op] = []
-                for index in round_indexes:
-                    planned = self._plan_request(requests, index, ops_by_index)
-                    ops_by_index[index] = planned[-1]
-                    ops.extend(planned)
-                self._run(ops, batch, dry_run=self.dry_run)
+            for wave in waves(requests):
+                for round_indexes in chain_rounds(requests, wave):
+                    ops: list[Op] = []
+                    for index in round_indexes:
+                        planned = self._plan_request(requests, index, ops_by_index)
+                        ops_by_index[index] = planned[-1]
+                        ops.extend(planned)
+                    self._run(ops, batch, dry_run=self.dry_run)
+                    self._planner.round_done(ops)
         finally:
             self._dirs.close()
         return [ops_by_index[index].result() for index in range(len(requests))]

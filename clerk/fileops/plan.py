@@ -29,6 +29,7 @@ from clerk.fileops.primitives import (
     parent_dir,
     same_content,
 )
+from clerk.fileops.projection import Projection
 from clerk.fileops.trash import TrashFinder, free_name
 from clerk.fileops.types import CONFLICT_POLICIES, OpRequest
 from clerk.roots import RootSet
@@ -49,19 +50,50 @@ def free_sibling(path: str, claimed: set[str], exists: Callable[[str], bool] | N
 
 
 class Planner:
-    """Plans one `execute()` call; `reset()` between calls (caches, claimed names)."""
+    """Plans one `execute()` call; `reset()` between calls (caches, claimed names).
 
-    def __init__(self, roots: RootSet, finder: TrashFinder, dirs: Beneath):
+    `projection`: a dry run's picture of the disk after the ops it planned, asked
+    instead of the disk when predicting (see `clerk.fileops.projection`).
+    """
+
+    def __init__(
+        self, roots: RootSet, finder: TrashFinder, dirs: Beneath, projection: Projection | None
+    ):
         self.roots = roots
         self.finder = finder
         self.dirs = dirs
+        self.projection = projection
         self._dir_verdict: dict[str, str | None] = {}
-        self.claimed: set[str] = set()  # destinations taken by ops of this call
+        self.claimed: set[str] = set()  # destinations taken by ops of this round
 
     def reset(self) -> None:
         # per call: a directory checked a minute ago may be a symlink by now
         self._dir_verdict.clear()
         self.claimed.clear()
+
+    def round_done(self, ops: list[Op]) -> None:
+        """A round of ops was performed (or, in a dry run, planned): the disk (or the
+        projection) holds what they took and freed, so their claims are let go (a name
+        an op took and the next op freed is free again for a later file)."""
+        if self.projection is not None:
+            for op in ops:
+                if op.state == "planned":
+                    self.projection.apply(op)
+        self.claimed.clear()
+
+    def _exists(self, path: str) -> bool:
+        if self.projection is not None:
+            return self.projection.exists(path)
+        return os.path.lexists(path)
+
+    def _content_at(self, path: str) -> At | None:
+        """`path` for reading, as it would be when predicting: where its content is."""
+        if self.projection is not None:
+            where = self.projection.content(path)
+            if where is None:
+                return None
+            path = where
+        return self._at(path)
 
     def plan(
         self,
@@ -172,7 +204,7 @@ class Planner:
         if op.dst == op.src:
             return [op.skip("already at the destination")]
         look = predict or op.on_conflict in ("overwrite", "dedupe")
-        if op.dst in self.claimed or (look and os.path.lexists(op.dst)):
+        if op.dst in self.claimed or (look and self._exists(op.dst)):
             return self._resolve_conflict(op)
         self.claimed.add(op.dst)
         return [op]
@@ -213,14 +245,14 @@ class Planner:
     def rename_away(self, op: Op) -> Op:
         assert op.dst is not None
         wanted = op.dst
-        op.dst = free_sibling(wanted, self.claimed)
+        op.dst = free_sibling(wanted, self.claimed, self._exists)
         self.claimed.add(op.dst)
         op.note = f"renamed to {os.path.basename(op.dst)}: {os.path.basename(wanted)} exists"
         return op
 
     def _plan_overwrite(self, op: Op) -> list[Op]:
         assert op.dst is not None
-        dst = self._at(op.dst)
+        dst = self._content_at(op.dst)
         st = lstat_at(dst) if dst is not None else None
         if dst is None or st is None:  # claimed by an earlier op of this call, not there yet
             return [op.fail(f"another operation of this batch writes {op.dst}")]
@@ -241,7 +273,7 @@ class Planner:
     def _plan_dedupe(self, op: Op) -> Op | None:
         """A duplicate source is trashed (move, archive) or left alone (copy, links)."""
         assert op.dst is not None
-        src, dst = self._at(op.src), self._at(op.dst)
+        src, dst = self._content_at(op.src), self._content_at(op.dst)
         if src is None or dst is None:
             return None
         if op.kind == "archive":
@@ -273,7 +305,7 @@ class Planner:
         """Pick the trash and a free name there; the trashinfo reserves it when acting."""
         assert op.ident is not None
         trash = self.finder.for_file(op.src, op.ident.dev)
-        name = free_name(trash, os.path.basename(op.src), self.claimed)
+        name = free_name(trash, os.path.basename(op.src), self.claimed, self._exists)
         op.kind = "trash"
         op.dst = trash.file_path(name)
         op.extra["trashinfo"] = trash.info_path(name)

@@ -16,6 +16,7 @@ import itertools
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -141,13 +142,18 @@ def mount_point(path: str, dev: int) -> str:
     return current
 
 
-def free_name(trash: TrashDir, name: str, claimed: set[str]) -> str:
+def free_name(
+    trash: TrashDir,
+    name: str,
+    claimed: set[str],
+    exists: Callable[[str], bool] = os.path.lexists,
+) -> str:
     """A NAME with neither files/NAME nor info/NAME.trashinfo present nor claimed."""
     for candidate in itertools.chain([name], numbered_names(name)):
         path = trash.file_path(candidate)
         if path in claimed:
             continue
-        if not os.path.lexists(path) and not os.path.lexists(trash.info_path(candidate)):
+        if not exists(path) and not exists(trash.info_path(candidate)):
             return candidate
     raise FileExistsError(f"no free name in {trash.files} for {name}")
 
