@@ -396,3 +396,33 @@ def test_cpu_slots_bound_what_runs_together(engine: Engine, tmp_path: Path) -> N
     spans = {name: (v["start"], v["end"]) for name, v in m.items()}
     assert max_overlap([spans[n] for n in ("one", "two", "three")]) == 2
     assert max_overlap([spans["big"], spans["free"]]) == 2
+
+
+def test_held_lists_the_runs_a_runner_executes_and_which_are_paused(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """What the daemon asks its runner between steps (before: its private `_runs`)."""
+    release = tmp_path / "release"
+    wait = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)"
+    gated = {"tasks": [
+        {"name": "a", "executor": "shell", "command": [PY, "-c", wait, str(release)]},
+        {"name": "b", "executor": "shell", "command": ["true"], "depends_on": ["a"]},
+    ]}  # fmt: skip
+    first, second = engine.submit(gated), engine.submit(gated)
+    runner = engine.runner()
+    seen: list[dict[int, bool]] = []
+
+    def adopt() -> list[int]:
+        held = runner.held()
+        seen.append(held)
+        if len(seen) == 2:  # a step later: both runs' task a is running (until released)
+            assert held == {first: False, second: False}
+            runner.pause(second)  # its running task finishes, then the runner lets it go
+        elif len(seen) == 3:
+            release.touch()
+        return []
+
+    assert runner.execute([first, second], adopt=adopt, poll=0.05) == {
+        first: COMPLETED, second: "PAUSED"}  # fmt: skip
+    assert seen[2] == {first: False, second: True}
+    assert runner.held() == {}

@@ -163,8 +163,7 @@ class DaemonRuns:
 
     def _adopt(self, runner: Runner, store: RunStore) -> list[int]:
         """Called by the runner every poll, on this thread: the runs to take on."""
-        # the runs it executes: read on the runner's own thread, between its steps
-        held = {run_id: run.paused for run_id, run in runner._runs.items()}
+        held = runner.held()  # on the runner's own thread, between its steps
         self.active = len(held)
         if self._stopping.is_set():
             for run_id, paused in held.items():

@@ -395,6 +395,11 @@ class Runner:
         run.paused = False
         self.store.update_run(run_id, "run_resumed", status=RUNNING if run.started else PENDING)
 
+    def held(self) -> dict[int, bool]:
+        """The runs this runner executes now, each with whether it is paused (call on the
+        runner's own thread, e.g. from `adopt`, between its steps)."""
+        return {run_id: run.paused for run_id, run in self._runs.items()}
+
     def _take_requests(self) -> None:
         for run_id, request in self.store.take_requests(list(self._runs)):
             if request == "cancel":
