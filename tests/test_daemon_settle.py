@@ -4,10 +4,11 @@ watch that feeds them (real directories, real events)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import signal
-import threading
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,6 @@ from typing import Any
 
 import pytest
 from test_daemon_support import wait_until
-from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, WatchDescriptor
-from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
 
 from clerk.daemon.settle import (
     OPEN_RECHECK_MAX,
@@ -25,7 +24,18 @@ from clerk.daemon.settle import (
     FloodGauge,
     Settler,
 )
-from clerk.daemon.watch import FsEvent, Overflow, Watchers, _MoveGrouper, _Observer, _ReleasingQueue
+from clerk.daemon.watch import (
+    IN_CLOSE_WRITE,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    MOVE_PAIRING_DELAY,
+    FsEvent,
+    Inotify,
+    InotifyEmitter,
+    Overflow,
+    Watchers,
+)
 from clerk.roots import Root
 
 
@@ -181,7 +191,7 @@ def test_due_looks_at_a_bounded_number_of_paths_per_call(tmp_path: Path) -> None
     assert len(settler.due(0.0, limit=10)) == 10 and len(settler.due(0.0)) == 5
 
 
-# --- the watchdog watch that feeds the settler ------------------------------------------------
+# --- the inotify watch that feeds the settler -------------------------------------------------
 
 
 @pytest.fixture
@@ -276,40 +286,51 @@ def test_a_move_out_does_not_hold_the_events_behind_it(watched: Any, tmp_path: P
     assert sorted(held)[2] < 0.25, held
 
 
-def test_the_release_queue_pairs_and_lets_a_lone_move_go(tmp_path: Path) -> None:
-    grouper = _MoveGrouper()
-    moved_from, moved_to = InotifyConstants.IN_MOVED_FROM, InotifyConstants.IN_MOVED_TO
-    wd = WatchDescriptor(1)
+def _record(wd: int, mask: int, name: bytes = b"", cookie: int = 0) -> bytes:
+    """One `struct inotify_event` as the kernel writes it (the name NUL-padded)."""
+    padded = name + b"\0" * (16 - len(name) % 16) if name else b""
+    return struct.pack("iIII", wd, mask, cookie, len(padded)) + padded
 
-    def event(mask: int, name: bytes, cookie: int) -> PathedInotifyEvent:
-        return PathedInotifyEvent(InotifyEvent(wd, mask, cookie, name), b"/r/" + name)
 
-    grouper.put_event(event(moved_from, b"a", 7))
-    grouper.put_event(event(moved_to, b"b", 7))
-    pair = grouper.read_event()
-    assert isinstance(pair, tuple) and [p.path for p in pair] == [b"/r/a", b"/r/b"]
-    # an unpaired move out followed by another event: both go at once, in order
-    queue_ = _ReleasingQueue(delay=60.0)
-    queue_.put("from", delay=True)  # type: ignore[arg-type]
-    queue_.put("next")  # type: ignore[arg-type]
-    got: list[object] = []
-    reader = threading.Thread(target=lambda: got.extend([queue_.get(), queue_.get()]))
-    reader.start()
-    reader.join(timeout=10)
-    assert got == ["from", "next"]
-    # alone, it waits for its pair until the delay passes
-    lone = _ReleasingQueue(delay=0.05)
-    lone.put("from", delay=True)  # type: ignore[arg-type]
-    started = time.monotonic()
-    assert lone.get() == "from" and time.monotonic() - started >= 0.04
-    lone.close()
-    assert lone.get() is None
+def test_a_rename_split_across_two_reads_pairs_and_a_lone_move_out_waits_briefly(
+    tmp_path: Path,
+) -> None:
+    # what the pump read, in the kernel's format, straight into the reads' queue
+    inotify = Inotify(str(tmp_path), recursive=True, follow_symlinks=False)
+    try:
+        wd, chunks = inotify.root_wd, inotify.chunks
+        chunks.put(_record(wd, IN_MOVED_FROM, b"a", cookie=7))
+        assert inotify.read(1.0) == ([], True)  # held: its pair may begin the next read
+        chunks.put(_record(wd, IN_MOVED_TO, b"b", cookie=7))
+        moved = FsEvent("moved", f"{tmp_path}/a", f"{tmp_path}/b")
+        assert inotify.read(1.0) == ([moved], True)
+        # alone, it waits MOVE_PAIRING_DELAY for its pair, not the emitter's timeout
+        chunks.put(_record(wd, IN_MOVED_FROM, b"c", cookie=8))
+        assert inotify.read(1.0) == ([], True)
+        started = time.monotonic()
+        assert inotify.read(60.0) == ([FsEvent("deleted", f"{tmp_path}/c")], True)
+        assert MOVE_PAIRING_DELAY * 0.8 <= time.monotonic() - started < 30
+        # anything after it in the same read: it goes at once, in order
+        chunks.put(_record(wd, IN_MOVED_FROM, b"d", cookie=9) + _record(wd, IN_CLOSE_WRITE, b"e"))
+        deleted, closed = FsEvent("deleted", f"{tmp_path}/d"), FsEvent("closed", f"{tmp_path}/e")
+        assert inotify.read(1.0) == ([deleted, closed], True)
+        # a rename's halves with another event between (another writer): still a pair
+        chunks.put(
+            _record(wd, IN_MOVED_FROM, b"f", cookie=10)
+            + _record(wd, IN_CLOSE_WRITE, b"e")
+            + _record(wd, IN_MOVED_TO, b"g", cookie=10)
+        )
+        moved = FsEvent("moved", f"{tmp_path}/f", f"{tmp_path}/g")
+        assert inotify.read(1.0) == ([closed, moved], True)
+    finally:
+        inotify.close()
+    assert inotify.read(1.0) == ([], False)  # closed: the emitter stops on it
 
 
 def test_directories_made_or_moved_in_are_watched_under_their_new_name(
     watched: Any, tmp_path: Path
 ) -> None:
-    inbox, intake, _ = watched
+    inbox, intake, watchers = watched
     seen: list[Any] = []
     (inbox / "sub").mkdir()
     _until(intake, seen, FsEvent("created", str(inbox / "sub"), is_dir=True))
@@ -321,6 +342,9 @@ def test_directories_made_or_moved_in_are_watched_under_their_new_name(
     _until(intake, seen, *_written(str(inbox / "renamed" / "y.txt")))
     os.rename(inbox / "renamed", tmp_path / "away")
     _until(intake, seen, FsEvent("deleted", str(inbox / "renamed"), is_dir=True))
+    # moved out, it is no longer watched: its watch would go on reporting what happens
+    # in it under the name it had here
+    (tmp_path / "away" / "late.txt").write_text("x")
     # a tree moved in from outside: the directory arrives (the daemon walks it), and
     # everything under it is watched at once
     (tmp_path / "tree" / "deep").mkdir(parents=True)
@@ -330,17 +354,49 @@ def test_directories_made_or_moved_in_are_watched_under_their_new_name(
     (inbox / "back" / "deep" / "z.txt").write_text("z")
     _until(intake, seen, *_written(str(inbox / "back" / "deep" / "z.txt")))
     assert not [e for e in seen if isinstance(e, FsEvent) and "old.txt" in e.path]
+    assert not [e for e in seen if isinstance(e, FsEvent) and "late.txt" in e.path], seen
+    watched_dirs = {os.fsdecode(d) for d in _inotify_of(watchers, "inbox").wds}
+    assert watched_dirs == {str(inbox), str(inbox / "back"), str(inbox / "back" / "deep")}
 
 
-def test_an_overflow_reaches_the_intake(watched: Any) -> None:
+def test_a_root_given_as_a_symlink_is_watched_where_it_points(tmp_path: Path) -> None:
+    # the walk lists what the symlink points to; the watch must see the same directory
+    (tmp_path / "real").mkdir()
+    (tmp_path / "inbox").symlink_to(tmp_path / "real")
+    intake: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    watchers = Watchers(intake)
+    try:
+        watchers.start([Root("inbox", str(tmp_path / "inbox"))])
+        assert watchers.errors == {}
+        (tmp_path / "real" / "a.txt").write_text("x")
+        _until(intake, [], *_written(str(tmp_path / "inbox" / "a.txt")))
+    finally:
+        watchers.close()
+
+
+def _inotify_of(watchers: Watchers, name: str) -> Inotify:
+    (emitter,) = watchers.observers[name].emitters
+    assert isinstance(emitter, InotifyEmitter) and emitter.inotify is not None
+    return emitter.inotify
+
+
+def test_an_overflow_reaches_the_intake_and_every_directory_is_watched_again(
+    watched: Any,
+) -> None:
     inbox, intake, watchers = watched
-    observer = watchers.observers["inbox"]
-    assert isinstance(observer, _Observer)
+    (inbox / "sub").mkdir()
+    _until(intake, [], FsEvent("created", str(inbox / "sub"), is_dir=True))
+    inotify = _inotify_of(watchers, "inbox")
+    # a directory whose watch went with lost events: the kernel drops it, unasked
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.inotify_rm_watch(inotify.fd, inotify.wds[os.fsencode(inbox / "sub")]) == 0
+    wait_until(lambda: os.fsencode(inbox / "sub") not in inotify.wds, what="the watch gone")
     # what the kernel queues when it drops events (wd -1), through watchdog's dispatch
-    overflow = InotifyEvent(WatchDescriptor(-1), InotifyConstants.IN_Q_OVERFLOW, 0, b"")
-    observer.inotify_fd.handle_event(overflow)
+    inotify.chunks.put(_record(-1, IN_Q_OVERFLOW))
     assert any(isinstance(item, Overflow) for item in _until_overflow(intake))
-    (inbox / "after").write_text("")  # still watching
+    (inbox / "sub" / "after").write_text("")  # watched again, and the root still is
+    _until(intake, [], *_written(str(inbox / "sub" / "after")))
+    (inbox / "after").write_text("")
     _until(intake, [], *_written(str(inbox / "after")))
 
 

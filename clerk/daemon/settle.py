@@ -238,7 +238,7 @@ FLOOD_CALM = 400.0
 FLOOD_WINDOW = 0.25
 FLOOD_HOLD_MAX = 30.0  # never hold complete files longer than this
 # An inotify overflow is a flood too, though the events stop for a while after it (the
-# kernel drops them, watchdog re-walks the root): hold at least this long after one.
+# kernel drops them, the watch re-checks its directories): hold at least this long after one.
 FLOOD_AFTER_OVERFLOW = 1.0
 
 

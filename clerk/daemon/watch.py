@@ -1,50 +1,69 @@
 """Watchers: one watchdog observer per watched root, feeding the daemon's intake queue.
 
-inotify roots use watchdog's inotify machinery (`InotifyFD` reads the kernel queue and
-keeps the watch descriptors, `InotifyWatchGroup` adds watches below new directories and
-follows renamed ones, `InotifyMoveEventGrouper` pairs IN_MOVED_FROM with IN_MOVED_TO),
-tuned for a daemon that moves files out of its roots all day:
+clerk meets watchdog at its public seam only: an observer is a plain `BaseObserver`
+built with `emitter_class=InotifyEmitter`, the emitter is an `EventEmitter` whose
+`queue_events(timeout)` hands what it read to `queue_event`, and watchdog's dispatch
+thread gives it to `Enqueue`, the handler that puts clerk's events on the intake.
+Everything below `queue_events` is clerk's own (`Inotify`): its inotify instance
+(inotify_init1, inotify_add_watch, inotify_rm_watch through libc), the reads and the
+parsing of `struct inotify_event`, the map of watch descriptors to directories, the
+watches of new and renamed directories on recursive roots, and the pairing of renames.
+No private watchdog name is used (tests/test_watchdog_seam.py fails on one), so a
+watchdog release that reworks its own inotify code does not touch clerk.
 
-- the kernel is asked only for what the daemon acts on (`schedule(event_filter=...)`):
-  no IN_OPEN / IN_CLOSE_NOWRITE (our own libmagic and hash reads make those), no
-  IN_MODIFY (one per write(); the IN_CLOSE_WRITE that follows says more) or IN_ATTRIB;
+Tuned for a daemon that moves files out of its roots all day:
+
+- the kernel is asked only for what the daemon acts on (`WATCH_MASK`): no IN_OPEN /
+  IN_CLOSE_NOWRITE (our own libmagic and hash reads make those), no IN_MODIFY (one per
+  write(); the IN_CLOSE_WRITE that follows says more) or IN_ATTRIB;
 - a file made here (IN_CREATE) is reported as "new": its creator has it open, so the
   settler waits for its IN_CLOSE_WRITE (a slow writer is not moved mid-file);
-- watchdog's grouper holds every event queued behind an IN_MOVED_FROM for 0.5 s, to
-  find its IN_MOVED_TO: each of the daemon's own moves out of a root would stall the
-  events behind it. `_MoveGrouper` lets it go as soon as any later event is queued
-  (the kernel queues a rename's two halves one after the other) or after
-  MOVE_PAIRING_DELAY when nothing follows;
-- the emitter thread turns watchdog's grouped inotify events straight into `FsEvent`s
-  on the intake queue: no FileSystemEvent objects, no DirModifiedEvents, no hop through
-  the observer's queue and dispatch thread, and no synthetic events for the contents of
-  a new directory (the daemon walks directories that arrive itself).
+- a rename's two halves are paired by cookie within one read (the kernel queues them one
+  after the other); nothing waits behind an IN_MOVED_FROM, only a lone one that ends a
+  read waits up to MOVE_PAIRING_DELAY for the next read (watchdog's own grouper holds
+  every event behind an IN_MOVED_FROM for 0.5 s: each of the daemon's moves out of a root
+  would stall the events behind it);
+- a pump thread only empties the kernel's queue (BURST_BYTES, BURST_PAUSE), so a burst
+  beside a busy worker does not overflow it; the emitter thread parses what the pump read
+  while the worker is between batches (BUSY_PAUSE), folds each read (`fold_events`,
+  `Leaving`: the daemon's own moves out of a root are dropped early) and hands the whole
+  read to watchdog as one `Batch`: one trip through watchdog's queue and dispatch thread
+  per read, not per event, and no FileSystemEvent per file, no DirModifiedEvents, and no
+  synthetic events for the contents of a new directory (the daemon walks directories
+  that arrive itself).
 
-A kernel queue overflow becomes an `Overflow` item: the worker then reconciles, because
-overflowed events are lost for good. `poll: true` roots (NFS, SMB) use watchdog's
-polling observer and its handler API.
+A kernel queue overflow (IN_Q_OVERFLOW) becomes an `Overflow` item, after the watches of
+a recursive root are checked against its tree again: the worker then reconciles, because
+overflowed events are lost for good. The end of the root's own watch (IN_DELETE_SELF,
+IN_IGNORED: deleted or unmounted) is a "deleted" event for the root, and its emitter
+stops (`Watchers.dead` reports it, the daemon restarts it when the root is back).
+`poll: true` roots (NFS, SMB) use watchdog's `PollingObserver` and the same handler.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import logging
 import os
 import queue
+import select
+import struct
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from watchdog import events as ev
-from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver, EventQueue, ObservedWatch
-from watchdog.observers.inotify import InotifyEmitter, InotifyWatchGroup
-from watchdog.observers.inotify_c import InotifyEvent, InotifyFD, Mask, WatchDescriptor
-from watchdog.observers.inotify_move_event_grouper import (
-    GroupedInotifyEvent,
-    InotifyMoveEventGrouper,
-    PathedInotifyEvent,
+from watchdog.observers.api import (
+    DEFAULT_EMITTER_TIMEOUT,
+    DEFAULT_OBSERVER_TIMEOUT,
+    BaseObserver,
+    EventEmitter,
+    EventQueue,
+    ObservedWatch,
 )
 from watchdog.observers.polling import PollingObserver
 
@@ -53,9 +72,10 @@ from clerk.roots import Root
 log = logging.getLogger("clerk.daemon.watch")
 
 POLL_INTERVAL = 1.0
-# How long an IN_MOVED_FROM with nothing queued after it waits for its IN_MOVED_TO. Only
-# that lone event waits (events behind it release it at once), so this is not latency:
-# it covers the reader thread losing the GIL between a rename's two halves.
+# How long an IN_MOVED_FROM that ends a read waits for its IN_MOVED_TO in the next read.
+# Only that lone event waits (a rename's IN_MOVED_TO follows it at once in the kernel's
+# queue, so events behind it in the same read show it was not a rename), so this is not
+# latency: it covers a read that ended between a rename's two halves.
 MOVE_PAIRING_DELAY = 0.05
 
 # After a read this big a burst is on: wait a little before the next read, so the next
@@ -64,43 +84,50 @@ MOVE_PAIRING_DELAY = 0.05
 # at once.
 BURST_BYTES = 64 * 32  # about 64 events
 BURST_PAUSE = 0.01
-# While the worker is busy with a batch, the readers leave the kernel's queue alone (up
-# to this long at a time): what they would read waits for the batch's end anyway, and
-# each read would wake a thread that takes the interpreter lock from the worker between
-# two of its moves (the worker's own moves make events, so every move would).
+# While the worker is busy with a batch, the emitter leaves what the pump read alone (up
+# to this long at a time): what it would parse waits for the batch's end anyway, and each
+# parse takes the interpreter lock from the worker between two of its moves (the worker's
+# own moves make events, so every move would).
 BUSY_PAUSE = 0.05
 READ_SIZE = 1 << 18  # bytes per read()
-
-# the events the daemon acts on; watchdog builds the inotify mask from them (plus
-# IN_DELETE_SELF, and IN_CREATE on recursive roots to watch new directories)
-INOTIFY_EVENTS: list[type[ev.FileSystemEvent]] = [
-    ev.FileCreatedEvent,  # IN_CREATE, IN_MOVED_TO
-    ev.FileClosedEvent,  # IN_CLOSE_WRITE: a writer is done (in-place rewrites too)
-    ev.FileMovedEvent,  # IN_MOVED_FROM, IN_MOVED_TO
-    ev.FileDeletedEvent,  # IN_DELETE
-    ev.DirCreatedEvent,
-    ev.DirMovedEvent,
-    ev.DirDeletedEvent,
-]
-
 
 # inotify event bits (linux/inotify.h)
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
 IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
 IN_ISDIR = 0x40000000
+IN_NONBLOCK = os.O_NONBLOCK  # inotify_init1 flags
+IN_CLOEXEC = os.O_CLOEXEC
+
+# what a watched directory reports: the events the daemon acts on (IN_CREATE also makes
+# the watches of new directories on recursive roots) and the end of the directory itself
+WATCH_MASK = (
+    IN_CREATE
+    | IN_CLOSE_WRITE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_DELETE
+    | IN_DELETE_SELF
+    | IN_ONLYDIR
+)
 
 RawEvent = tuple[int, int, int, bytes]  # wd, mask, cookie, name: as the kernel wrote it
+_HEADER = struct.Struct("iIII")  # struct inotify_event without its name: wd, mask, cookie, len
 
 
 class Leaving:
     """Names of the files the daemon is moving right now (this batch and the one before).
 
     Their IN_MOVED_FROM out of a root is the daemon's own doing: `fold_events` drops it
-    before watchdog builds an event from it. Written by the worker, read by the readers;
-    each generation is a new set, swapped in whole.
+    before it becomes an event. Written by the worker, read by the emitters; each
+    generation is a new set, swapped in whole.
     """
 
     def __init__(self) -> None:
@@ -116,11 +143,10 @@ class Leaving:
 
 
 def fold_events(raw: Sequence[RawEvent], leaving: Leaving | None = None) -> list[RawEvent]:
-    """What a burst makes per file, folded into fewer events before watchdog sees them.
+    """What a burst makes per file, folded into fewer events.
 
-    watchdog spends tens of microseconds of Python per event, and a file written into a
-    root makes three: IN_CREATE, IN_CLOSE_WRITE, and IN_MOVED_FROM when the daemon moves
-    it out. Within one read:
+    A file written into a root makes three: IN_CREATE, IN_CLOSE_WRITE, and IN_MOVED_FROM
+    when the daemon moves it out. Within one read:
     - a file's IN_CREATE followed by its IN_CLOSE_WRITE, with no other event for that
       name between, becomes one event with both bits, at the close's place (the file was
       made here and its writer is done: what the two events say in turn);
@@ -128,8 +154,8 @@ def fold_events(raw: Sequence[RawEvent], leaving: Leaving | None = None) -> list
       not in this read and which is not the read's last event (its other half could be
       in the next read), is dropped: it would only tell the daemon to forget a file it
       has just handled.
-    Directories and events of the watched directory itself pass untouched (watchdog
-    keeps its watches by them).
+    Directories and events of the watched directory itself pass untouched (the watches
+    are kept by them).
     """
     moved_to = {cookie for _, mask, cookie, _ in raw if mask & IN_MOVED_TO}
     out: list[RawEvent | None] = []
@@ -162,11 +188,24 @@ def fold_events(raw: Sequence[RawEvent], leaving: Leaving | None = None) -> list
     return [event for event in out if event is not None]
 
 
+def parse_events(buffer: bytes) -> list[RawEvent]:
+    """The `struct inotify_event`s of one read: (wd, mask, cookie, name) each, the name
+    without its NUL padding (b"" for an event of the watched directory itself)."""
+    out: list[RawEvent] = []
+    unpack, at, end = _HEADER.unpack_from, 0, len(buffer) - _HEADER.size
+    while at <= end:
+        wd, mask, cookie, length = unpack(buffer, at)
+        at += 16
+        out.append((wd, mask, cookie, buffer[at : at + length].rstrip(b"\0") if length else b""))
+        at += length
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class FsEvent:
-    # inotify roots: new (made here, its creator has it open), created (moved in from
-    # outside the root), closed, moved, deleted; polling roots: created, modified, moved,
-    # deleted
+    # inotify roots: new (made here, its creator has it open), new_closed (made here and
+    # already closed), created (moved in from outside the root), closed, moved, deleted;
+    # polling roots: created, modified, moved, deleted
     kind: str
     path: str
     dest: str | None = None
@@ -178,284 +217,406 @@ class Overflow:
     at: float
 
 
-# --- inotify roots --------------------------------------------------------------------------
+Item = FsEvent | Overflow
 
 
-class _MoveGrouper(InotifyMoveEventGrouper):
-    """watchdog's move pairing, without holding later events behind a lone IN_MOVED_FROM.
+# --- inotify roots: the kernel side, clerk's own -------------------------------------------
 
-    The queue is the grouper's own (a deque under a condition, like watchdog's
-    DelayedQueue): `put_event` and the pairing are watchdog's; what changes is when the
-    head IN_MOVED_FROM may go: as soon as another event is queued behind it (its
-    IN_MOVED_TO would have taken it out of the queue), or after MOVE_PAIRING_DELAY.
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_inotify_init1 = _libc.inotify_init1
+_inotify_init1.argtypes, _inotify_init1.restype = [ctypes.c_int], ctypes.c_int
+_inotify_add_watch = _libc.inotify_add_watch
+_inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+_inotify_add_watch.restype = ctypes.c_int
+_inotify_rm_watch = _libc.inotify_rm_watch
+_inotify_rm_watch.argtypes, _inotify_rm_watch.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+
+# what the limits are called, for the message of a root that cannot be watched
+_LIMITS = {
+    errno.ENOSPC: "inotify watch limit reached (fs.inotify.max_user_watches)",
+    errno.EMFILE: "inotify instance limit reached (fs.inotify.max_user_instances)",
+}
+
+
+def _join(directory: bytes, name: bytes) -> bytes:
+    return directory + name if directory.endswith(b"/") else directory + b"/" + name
+
+
+def _error(path: bytes | None = None) -> OSError:
+    code = ctypes.get_errno()
+    message = _LIMITS.get(code) or os.strerror(code)
+    return OSError(code, message) if path is None else OSError(code, message, os.fsdecode(path))
+
+
+class Inotify:
+    """One root's inotify instance, and what its events mean (no watchdog code below here).
+
+    Two threads: the pump (`clerk-inotify`) only reads the kernel's queue into memory
+    (pausing between the reads of a burst, BURST_BYTES); the emitter's thread calls
+    `read`, which parses, folds and translates everything read so far. The kernel's queue
+    holds fs.inotify.max_queued_events (16,384 by default): a second of a busy writer.
+    While parsing shared one thread with reading, a burst beside a busy worker overflowed
+    it (events lost, a reconcile walk); the pump keeps up (a read and a queue put per
+    read, nothing per event).
+
+    The watch map (`paths`: watch descriptor -> directory, and back) is the emitter
+    thread's alone; so are a held IN_MOVED_FROM and `gone` (the root's own watch ended).
     """
 
-    delay = MOVE_PAIRING_DELAY
-
-    def __init__(self) -> None:  # no super().__init__(): its DelayedQueue sleeps blindly
-        self._queue = _ReleasingQueue(self.delay)  # type: ignore[assignment]
-
-    def read_events(self) -> list[GroupedInotifyEvent]:
-        """Every event that may go now (at least one: waits for it); [] once closed."""
-        queue_ = self._queue
-        assert isinstance(queue_, _ReleasingQueue)
-        return queue_.get_all()
-
-
-class _ReleasingQueue:
-    """The subset of watchdog's DelayedQueue the grouper uses (put/get/find/remove/clear/
-    close); a delayed head waits only while nothing is queued behind it."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self._items: deque[tuple[GroupedInotifyEvent, float, bool]] = deque()
-        self._changed = threading.Condition()
+    def __init__(
+        self,
+        root: str,
+        *,
+        recursive: bool,
+        follow_symlinks: bool,
+        leaving: Leaving | None = None,
+    ) -> None:
+        self.root = os.fsencode(root)
+        self.root_str = root
+        self.recursive = recursive
+        self.follow_symlinks = follow_symlinks
+        self.leaving = leaving
+        self.mask = WATCH_MASK if follow_symlinks else WATCH_MASK | IN_DONT_FOLLOW
+        self.paths: dict[int, bytes] = {}  # watch descriptor -> watched directory
+        self.prefixes: dict[int, str] = {}  # watch descriptor -> its directory + "/", decoded
+        self.wds: dict[bytes, int] = {}  # watched directory -> watch descriptor
+        self.gone = False  # the root's own watch ended
+        self.chunks: queue.SimpleQueue[bytes] = queue.SimpleQueue()  # b"": the pump ended
+        self._held: RawEvent | None = None  # an IN_MOVED_FROM that ended a read
+        self._held_until = 0.0
+        self._closing = threading.Event()
+        self._lock = threading.Lock()  # the fds' end against the pump's wake-up
         self._closed = False
+        fd = _inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            raise _error()
+        self.fd = fd
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            # the root's own path is followed when it is a symlink (as the walk does);
+            # symlinks below it only on a root that says so
+            self.root_wd = self._watch(self.root, self.mask & ~IN_DONT_FOLLOW)
+            if recursive:
+                self._watch_below(self.root)
+        except BaseException:
+            self._close_fds()
+            raise
+        self._pump = threading.Thread(target=self._pump_run, name="clerk-inotify", daemon=True)
+        self._pump.start()
 
-    def put(self, element: GroupedInotifyEvent, *, delay: bool = False) -> None:
-        with self._changed:
-            self._items.append((element, time.monotonic(), delay))
-            self._changed.notify()
+    # --- the pump ---------------------------------------------------------------------------
+    def _pump_run(self) -> None:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        try:
+            while not self._closing.is_set():
+                try:
+                    poller.poll()
+                    if self._closing.is_set():
+                        return
+                    chunk = os.read(self.fd, READ_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                if not chunk:
+                    return
+                self.chunks.put(chunk)
+                if len(chunk) >= BURST_BYTES:
+                    self._closing.wait(BURST_PAUSE)  # stop() ends the pause
+        except OSError as exc:
+            log.error("root %s: reading inotify failed: %s", self.root_str, exc)
+        finally:
+            self.chunks.put(b"")  # the emitter stops on it
 
-    def get(self) -> GroupedInotifyEvent | None:
-        items = self.get_all(limit=1)
-        return items[0] if items else None
-
-    def get_all(self, limit: int = 0) -> list[GroupedInotifyEvent]:
-        """What may go now, up to `limit` (0: all), waiting for one; [] once closed."""
-        with self._changed:
-            while not self._closed:
-                taken: list[GroupedInotifyEvent] = []
-                while self._items and self._may_go() and (not limit or len(taken) < limit):
-                    taken.append(self._items.popleft()[0])
-                if taken:
-                    return taken
-                self._changed.wait(self._wait())  # woken by the next put (a pair, or not)
-            return []
-
-    def _may_go(self) -> bool:
-        _, queued_at, delay = self._items[0]
-        return not delay or len(self._items) > 1 or queued_at + self.delay <= time.monotonic()
-
-    def _wait(self) -> float | None:
-        if not self._items:
-            return None
-        return max(0.0, self._items[0][1] + self.delay - time.monotonic())
-
-    def find(self, predicate: Callable[[GroupedInotifyEvent], bool]) -> GroupedInotifyEvent | None:
-        with self._changed:
-            return next((item for item, _, _ in self._items if predicate(item)), None)
-
-    def remove(
-        self, predicate: Callable[[GroupedInotifyEvent], bool]
-    ) -> GroupedInotifyEvent | None:
-        with self._changed:
-            for index, (item, _, _) in enumerate(self._items):
-                if predicate(item):
-                    del self._items[index]
-                    return item
-        return None
-
-    def clear(self) -> None:
-        with self._changed:
-            self._items.clear()
+    def stop(self) -> None:
+        """Ask the pump to end (any thread; `close` releases the fds afterwards)."""
+        self._closing.set()
+        with self._lock:
+            if not self._closed:
+                with contextlib.suppress(BlockingIOError):  # woken already
+                    os.write(self._wake_w, b"!")
 
     def close(self) -> None:
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
+        """End the pump and release the instance (its watches go with it)."""
+        self.stop()
+        if self._pump is not threading.current_thread():
+            self._pump.join()
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                for fd in (self.fd, self._wake_r, self._wake_w):
+                    os.close(fd)
+
+    # --- the emitter's side -----------------------------------------------------------------
+    def read(self, timeout: float) -> tuple[list[Item], bool]:
+        """Everything the pump has read, as clerk's events, waiting up to `timeout` for the
+        first read (less while an IN_MOVED_FROM waits for its pair); and whether the pump
+        still runs."""
+        held = self._held
+        wait = timeout if held is None else max(0.0, self._held_until - time.monotonic())
+        try:
+            chunk = self.chunks.get(timeout=wait)
+        except queue.Empty:
+            if held is None:
+                return [], True
+            self._held = None  # no IN_MOVED_TO came: moved out of the root
+            return self._translate([held], hold_last=False), True
+        chunks = [chunk]
+        while chunk:
+            try:
+                chunk = self.chunks.get_nowait()
+            except queue.Empty:
+                break
+            chunks.append(chunk)
+        running = bool(chunk)
+        raw = parse_events(b"".join(chunks))
+        if held is not None:
+            self._held = None
+            raw.insert(0, held)
+        return self._translate(fold_events(raw, self.leaving), hold_last=running), running
+
+    def _translate(self, raw: list[RawEvent], *, hold_last: bool) -> list[Item]:
+        """What one read's events mean, in order; keeps the watch map up to date as it
+        goes (an event's directory is where it was when the kernel queued the event)."""
+        out: list[Item] = []
+        # the IN_MOVED_FROMs of this read whose IN_MOVED_TO is in it too: cookie -> path
+        paired = {cookie for _, mask, cookie, _ in raw if mask & IN_MOVED_TO}
+        moving: dict[int, tuple[bytes, str]] = {}
+        last = len(raw) - 1
+        for index, event in enumerate(raw):
+            wd, mask, cookie, name = event
+            prefix = self.prefixes.get(wd)
+            if prefix is None:
+                if mask & IN_Q_OVERFLOW:  # wd -1
+                    out += self._unpaired(moving)
+                    out.append(self._overflowed())
+                continue  # a watch removed already (its last events), or wd -1
+            if mask & IN_IGNORED or (mask & IN_DELETE_SELF and wd == self.root_wd):
+                if wd == self.root_wd:  # the root was deleted or unmounted
+                    self.gone = True
+                    out += self._unpaired(moving)
+                    out.append(FsEvent("deleted", self.root_str, is_dir=True))
+                    return out
+                self._forget(wd)
+                continue
+            if not name:
+                continue  # IN_DELETE_SELF of a subdirectory: its IN_IGNORED follows
+            path = prefix + os.fsdecode(name)
+            is_dir = bool(mask & IN_ISDIR)
+            if mask & IN_CLOSE_WRITE:  # with IN_CREATE too: made here, and already closed
+                out.append(FsEvent("new_closed" if mask & IN_CREATE else "closed", path))
+            elif mask & IN_CREATE:
+                if is_dir and self.recursive:
+                    self._watch_tree(_join(self.paths[wd], name))
+                out.append(FsEvent("created" if is_dir else "new", path, is_dir=is_dir))
+            elif mask & IN_MOVED_FROM:
+                if cookie in paired:
+                    moving[cookie] = (_join(self.paths[wd], name), path)
+                elif hold_last and index == last:
+                    self._held = event  # its IN_MOVED_TO may be the next read's first event
+                    self._held_until = time.monotonic() + MOVE_PAIRING_DELAY
+                else:  # out of the root
+                    if is_dir:
+                        self._unwatch_tree(_join(self.paths[wd], name))
+                    out.append(FsEvent("deleted", path, is_dir=is_dir))
+            elif mask & IN_MOVED_TO:
+                source = moving.pop(cookie, None)
+                full = _join(self.paths[wd], name)
+                if source is not None:  # a rename inside the root
+                    if is_dir and not self._move_tree(source[0], full) and self.recursive:
+                        self._watch_tree(full)
+                    out.append(FsEvent("moved", source[1], path, is_dir))
+                else:  # from outside the root: complete, it was renamed here
+                    if is_dir and self.recursive:
+                        self._watch_tree(full)
+                    out.append(FsEvent("created", path, is_dir=is_dir))
+            elif mask & IN_DELETE:
+                out.append(FsEvent("deleted", path, is_dir=is_dir))
+        out += self._unpaired(moving)
+        return out
+
+    def _unpaired(self, moving: dict[int, tuple[bytes, str]]) -> list[Item]:
+        """IN_MOVED_FROMs whose IN_MOVED_TO never came (an overflow, a watch removed
+        between): moved out of the root, as far as anyone can tell."""
+        out: list[Item] = []
+        for full, path in moving.values():
+            is_dir = full in self.wds
+            if is_dir:
+                self._unwatch_tree(full)
+            out.append(FsEvent("deleted", path, is_dir=is_dir))
+        moving.clear()
+        return out
+
+    def _overflowed(self) -> Overflow:
+        log.warning("root %s: inotify queue overflowed", self.root_str)
+        if self.recursive:  # directories made or renamed in the events lost
+            seen = self._watch_tree(self.root)
+            for wd in [wd for wd in self.paths if wd not in seen]:
+                self._unwatch(wd)
+        return Overflow(time.time())
+
+    # --- the watch map ----------------------------------------------------------------------
+    def _watch(self, directory: bytes, mask: int | None = None) -> int:
+        wd = _inotify_add_watch(self.fd, directory, self.mask if mask is None else mask)
+        if wd < 0:
+            raise _error(directory)
+        old = self.paths.get(wd)
+        if old is not None and old != directory:
+            if os.path.lexists(old):
+                return wd  # one directory, two names (a symlink followed): the first stays
+            del self.wds[old]  # renamed while events were lost
+        self.paths[wd] = directory
+        self.prefixes[wd] = os.fsdecode(_join(directory, b""))
+        self.wds[directory] = wd
+        return wd
+
+    def _watch_tree(self, top: bytes) -> set[int]:
+        """Watch `top` and every directory below it; the watch descriptors."""
+        try:
+            seen = {self._watch(top)}
+        except OSError as exc:  # gone again, or not ours to read
+            if exc.errno == errno.ENOSPC:
+                log.warning("root %s: cannot watch %s: %s", self.root_str, exc.filename, exc)
+            return set()
+        return seen | self._watch_below(top)
+
+    def _watch_below(self, top: bytes) -> set[int]:
+        seen: set[int] = set()
+        todo = [top]
+        while todo:
+            directory = todo.pop()
+            try:
+                with os.scandir(directory) as entries:
+                    below = [
+                        e.path for e in entries if e.is_dir(follow_symlinks=self.follow_symlinks)
+                    ]
+            except OSError:
+                continue  # gone, or not ours to read
+            for path in below:
+                try:
+                    wd = self._watch(path)
+                except OSError as exc:
+                    if exc.errno == errno.ENOSPC:
+                        log.warning("root %s: cannot watch %s: %s", self.root_str, path, exc)
+                    continue
+                if wd not in seen and wd != self.root_wd:  # a symlink loop ends here
+                    seen.add(wd)
+                    todo.append(path)
+        return seen
+
+    def _move_tree(self, source: bytes, dest: bytes) -> bool:
+        """A watched directory was renamed inside the root: its watches (and those below
+        it) are kept by the kernel, under the new name. False if it was not watched."""
+        if source not in self.wds:
+            return False
+        below = _join(source, b"")
+        for wd, path in list(self.paths.items()):
+            if path == source or path.startswith(below):
+                del self.wds[path]
+                moved = dest + path[len(source) :]
+                self.paths[wd], self.prefixes[wd] = moved, os.fsdecode(_join(moved, b""))
+                self.wds[moved] = wd
+        return True
+
+    def _unwatch_tree(self, top: bytes) -> None:
+        """A directory left the root: its watches (and those below it) would report
+        events under a name it no longer has."""
+        below = _join(top, b"")
+        for wd in [wd for wd, path in self.paths.items() if path == top or path.startswith(below)]:
+            if wd != self.root_wd:
+                self._unwatch(wd)
+
+    def _unwatch(self, wd: int) -> None:
+        _inotify_rm_watch(self.fd, wd)  # EINVAL when the kernel removed it already
+        self._forget(wd)
+
+    def _forget(self, wd: int) -> None:
+        path = self.paths.pop(wd, None)
+        self.prefixes.pop(wd, None)
+        if path is not None and self.wds.get(path) == wd:
+            del self.wds[path]
 
 
-@dataclass
-class _Group(InotifyWatchGroup):
-    """watchdog's watch group with clerk's grouper, no synthetic events for the contents
-    of new directories, and callbacks for an overflow and for the root's watch ending."""
-
-    on_overflow: Callable[[], None] = field(default=lambda: None)
-    on_root_gone: Callable[[], None] = field(default=lambda: None)
-    _move_event_grouper: InotifyMoveEventGrouper = field(default_factory=_MoveGrouper, init=False)
-
-    def read_events(self) -> list[GroupedInotifyEvent]:
-        grouper = self._move_event_grouper
-        assert isinstance(grouper, _MoveGrouper)
-        return grouper.read_events()
-
-    def _recursive_simulate(self, src_path: bytes) -> list[InotifyEvent]:
-        return []  # the daemon walks a directory that arrives (Daemon._walk_into)
-
-    def on_queue_overflow(self) -> None:
-        super().on_queue_overflow()  # drops what is queued, watches new directories
-        self.on_overflow()
-
-    def on_watch_deleted(self, wd: WatchDescriptor) -> None:
-        # the kernel dropped the root's watch: the root was deleted or unmounted
-        gone = self.is_active and self._active_callbacks_by_path.get(self.path) == wd
-        super().on_watch_deleted(wd)
-        if gone:
-            self.on_root_gone()
+# --- inotify roots: the seam with watchdog ----------------------------------------------------
 
 
-class _Emitter(InotifyEmitter):
-    """watchdog's inotify emitter, handing `FsEvent`s straight to the daemon's intake."""
+class Batch(ev.FileSystemEvent):
+    """What one read of a root's inotify queue meant, in order: clerk's events handed
+    through watchdog's queue and dispatch thread as one item (the root is its src_path).
+    Compared by identity: watchdog's queue drops an item equal to the one queued before
+    it, and two reads may well mean the same."""
+
+    event_type = "clerk_batch"
+
+    def __init__(self, root: str, items: list[Item]) -> None:
+        super().__init__(root)
+        self.items = items
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+class InotifyEmitter(EventEmitter):
+    """watchdog's emitter for one inotify root: `queue_events` queues what `Inotify` read
+    as one `Batch`. Built by `BaseObserver(InotifyEmitter, leaving=..., idle=...)`."""
 
     def __init__(
         self,
         event_queue: EventQueue,
         watch: ObservedWatch,
         *,
-        intake: queue.SimpleQueue[Any],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(event_queue, watch, **kwargs)
-        self.intake = intake
-        self.gone = False  # the root's own watch ended
-
-    def on_thread_start(self) -> None:
-        self._inotify = _Group(
-            self._inotify_fd,
-            os.fsencode(self.watch.path),
-            is_recursive=self.watch.is_recursive,
-            event_mask=self.get_event_mask_from_filter(),
-            follow_symlink=self.watch.follow_symlink,
-            on_overflow=self._overflowed,
-            on_root_gone=self._root_gone,
-        )
-
-    def queue_events(self, timeout: float, *, full_events: bool = False) -> None:
-        # watchdog's, taking every event ready at once instead of one per call
-        with self._lock:
-            inotify = self._inotify
-        if not isinstance(inotify, _Group):
-            return  # stopped
-        events = inotify.read_events()
-        with self._lock:
-            if self._inotify is None:
-                return
-            for event in events:
-                self.build_and_queue_event(event)
-
-    def _overflowed(self) -> None:
-        log.warning("root %s: inotify queue overflowed", self.watch.path)
-        self.intake.put(Overflow(time.time()))
-
-    def _root_gone(self) -> None:
-        self.gone = True
-        self.intake.put(FsEvent("deleted", self.watch.path, is_dir=True))
-        self.stop()
-
-    def build_and_queue_event(
-        self, event: GroupedInotifyEvent, *, full_events: bool = False
-    ) -> None:
-        if not isinstance(event, PathedInotifyEvent):  # a rename inside the root
-            src, dest = event
-            self.intake.put(
-                FsEvent("moved", os.fsdecode(src.path), os.fsdecode(dest.path), src.ev.is_directory)
-            )
-            return
-        inotify, path = event.ev, os.fsdecode(event.path)
-        is_dir = inotify.is_directory
-        if inotify.is_close_write:  # with IN_CREATE too: made here, and already closed
-            self.intake.put(FsEvent("new_closed" if inotify.is_create else "closed", path))
-        elif inotify.is_create:
-            self.intake.put(FsEvent("created" if is_dir else "new", path, is_dir=is_dir))
-        elif inotify.is_moved_to:  # from outside the root: complete, it was renamed here
-            self.intake.put(FsEvent("created", path, is_dir=is_dir))
-        elif inotify.is_delete or inotify.is_moved_from:  # moved_from: out of the root
-            self.intake.put(FsEvent("deleted", path, is_dir=is_dir))
-        elif inotify.is_delete_self and path == self.watch.path and not self.gone:
-            self._root_gone()
-
-
-class _InotifyFD(InotifyFD):
-    """watchdog's inotify reader, in two threads: a pump that only empties the kernel's
-    queue into memory (pausing between the reads of a burst, BURST_BYTES), and watchdog's
-    thread, which folds each read's events (`fold_events`) and builds watchdog events
-    from them when the worker is between batches (BUSY_PAUSE).
-
-    The kernel's queue holds fs.inotify.max_queued_events (16,384 by default): a second
-    of a busy writer. While parsing shared one thread with reading, a burst beside a busy
-    worker overflowed it (events lost, a reconcile walk); the pump keeps up (a read and a
-    queue put per read, nothing per event).
-    """
-
-    def __init__(self, leaving: Leaving | None = None, idle: threading.Event | None = None) -> None:
-        super().__init__()
-        self._leaving = leaving
-        self._idle = idle  # set while the worker is not in a batch
-        self._chunks: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-        self._pump = threading.Thread(target=self._pump_run, name="clerk-inotify", daemon=True)
-
-    def start(self) -> None:
-        self._pump.start()
-        super().start()
-
-    def _pump_run(self) -> None:
-        while True:
-            chunk = InotifyFD._read_event_buffer(self, READ_SIZE)  # b"": closed
-            self._chunks.put(chunk)
-            if not chunk:
-                return
-            if len(chunk) >= BURST_BYTES:
-                self.stopped_event.wait(BURST_PAUSE)  # stop() ends the pause
-
-    def _read_event_buffer(self, event_buffer_size: int) -> bytes:
-        """What the pump has read: everything queued, waiting for the first chunk."""
-        while True:
-            try:
-                chunk = self._chunks.get(timeout=0.5)
-                break
-            except queue.Empty:
-                if not self.should_keep_running():
-                    return b""
-        chunks = [chunk]
-        while chunk:
-            try:
-                chunk = self._chunks.get_nowait()
-            except queue.Empty:
-                break
-            chunks.append(chunk)
-        if not chunk:  # closed: the next call sees the pump's end too (not in a hot loop)
-            self._chunks.put(b"")
-            if len(chunks) == 1:
-                self.stopped_event.wait(0.5)
-        return b"".join(chunks)
-
-    def read_events(self, *, event_buffer_size: int = READ_SIZE) -> list[InotifyEvent]:
-        if self._idle is not None and not self._idle.is_set():
-            self._idle.wait(BUSY_PAUSE)
-        # watchdog's read_events, with the fold between parsing and building events
-        raw = list(InotifyFD._parse_event_buffer(self._read_event_buffer(event_buffer_size)))
-        return [
-            InotifyEvent(WatchDescriptor(wd), Mask(mask), cookie, name)
-            for wd, mask, cookie, name in fold_events(raw, self._leaving)
-            if wd != -1 or mask & IN_Q_OVERFLOW  # IN_Q_OVERFLOW comes with wd -1
-        ]
-
-
-class _Observer(BaseObserver):
-    """watchdog's InotifyObserver (one inotify instance per observer), with `_Emitter`."""
-
-    def __init__(
-        self,
-        intake: queue.SimpleQueue[Any],
+        timeout: float = DEFAULT_EMITTER_TIMEOUT,
+        event_filter: list[type[ev.FileSystemEvent]] | None = None,
         leaving: Leaving | None = None,
         idle: threading.Event | None = None,
     ) -> None:
-        self.inotify_fd = _InotifyFD(leaving, idle)
-        self.inotify_fd.start()
-        super().__init__(
-            _Emitter, timeout=DEFAULT_OBSERVER_TIMEOUT, inotify_fd=self.inotify_fd, intake=intake
+        super().__init__(event_queue, watch, timeout=timeout, event_filter=event_filter)
+        self.leaving = leaving
+        self.idle = idle  # set while the worker is not in a batch (see BUSY_PAUSE)
+        self.inotify: Inotify | None = None
+
+    def on_thread_start(self) -> None:
+        # raises OSError for a root that cannot be watched (observer.start() says so)
+        self.inotify = Inotify(
+            self.watch.path,
+            recursive=self.watch.is_recursive,
+            follow_symlinks=self.watch.follow_symlink,
+            leaving=self.leaving,
         )
 
     def on_thread_stop(self) -> None:
-        super().on_thread_stop()
-        self.inotify_fd.stop()
-        self.inotify_fd.join()
+        if self.inotify is not None:
+            self.inotify.stop()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self.inotify is not None:
+                self.inotify.close()
+
+    def queue_events(self, timeout: float) -> None:
+        inotify = self.inotify
+        assert inotify is not None
+        if self.idle is not None and not self.idle.is_set():
+            self.idle.wait(BUSY_PAUSE)
+        items, running = inotify.read(timeout)
+        if items:
+            self.queue_event(Batch(self.watch.path, items))
+        if inotify.gone or not running:
+            self.stop()
 
 
-# --- polling roots ----------------------------------------------------------------------------
+# --- all roots --------------------------------------------------------------------------------
 
-_KINDS: dict[type[ev.FileSystemEvent], str] = {
+_KINDS: dict[type[ev.FileSystemEvent], str] = {  # polling roots
     ev.FileCreatedEvent: "created",
     ev.FileModifiedEvent: "modified",
     ev.FileDeletedEvent: "deleted",
@@ -466,19 +627,23 @@ _KINDS: dict[type[ev.FileSystemEvent], str] = {
 }
 
 
-class _Enqueue(ev.FileSystemEventHandler):
+class Enqueue(ev.FileSystemEventHandler):
+    """The handler of every root: puts clerk's events on the daemon's intake, on
+    watchdog's dispatch thread."""
+
     def __init__(self, intake: queue.SimpleQueue[Any]):
         self.intake = intake
 
     def dispatch(self, event: ev.FileSystemEvent) -> None:
+        if isinstance(event, Batch):  # an inotify root's read
+            for item in event.items:
+                self.intake.put(item)
+            return
         kind = _KINDS.get(type(event))
         if kind is None:  # directory modified: nothing to act on
             return
         dest = os.fsdecode(event.dest_path) if event.dest_path else None
         self.intake.put(FsEvent(kind, os.fsdecode(event.src_path), dest, event.is_directory))
-
-
-# --- all roots --------------------------------------------------------------------------------
 
 
 class Watchers:
@@ -502,27 +667,26 @@ class Watchers:
 
     def _start_one(self, root: Root) -> bool:
         observer: BaseObserver
-        try:
-            if root.poll:
-                observer = PollingObserver(timeout=POLL_INTERVAL)
-                handler: ev.FileSystemEventHandler = _Enqueue(self.intake)
-                events = None
-            else:
-                observer = _Observer(self.intake, self.leaving, self.worker_idle)
-                handler, events = ev.FileSystemEventHandler(), INOTIFY_EVENTS  # _Emitter feeds
-        except OSError as exc:  # EMFILE: fs.inotify.max_user_instances reached
-            return self._failed(root, exc, None)
+        if root.poll:
+            observer = PollingObserver(timeout=POLL_INTERVAL)
+        else:  # one inotify instance per root, made when the observer starts
+            observer = BaseObserver(
+                InotifyEmitter,
+                timeout=DEFAULT_OBSERVER_TIMEOUT,
+                leaving=self.leaving,
+                idle=self.worker_idle,
+            )
         try:
             observer.schedule(
-                handler,
+                Enqueue(self.intake),
                 root.path,
                 recursive=root.recursive,
-                event_filter=events,
                 follow_symlink=root.follow_symlinks,
             )
             observer.start()
         except OSError as exc:
-            # e.g. ENOSPC: fs.inotify.max_user_watches reached (see docs/operations.md)
+            # ENOSPC: fs.inotify.max_user_watches reached, EMFILE: max_user_instances
+            # (see docs/operations.md)
             return self._failed(root, exc, observer)
         self.observers[root.name] = observer
         self.errors.pop(root.name, None)
@@ -537,7 +701,7 @@ class Watchers:
         return False
 
     def dead(self) -> list[str]:
-        """Roots whose observer (or one of its threads) is not running."""
+        """Roots whose observer (or its emitter) is not running."""
         names = []
         for name in list(self.roots):  # list(): the control thread asks during reloads
             observer = self.observers.get(name)
@@ -564,8 +728,6 @@ class Watchers:
 
 
 def _alive(observer: BaseObserver) -> bool:
-    if isinstance(observer, _Observer) and not observer.inotify_fd.is_alive():
-        return False
     return observer.is_alive() and all(e.is_alive() for e in observer.emitters)
 
 
