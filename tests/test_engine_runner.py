@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
+from clerk.engine.api import Command, Executor, ProcessExecutor, TaskContext, TaskResult
 from clerk.engine.fields import dump_fields, file_fields
 from clerk.engine.model import build_workflow
 from clerk.engine.runner import Runner
@@ -426,3 +427,51 @@ def test_held_lists_the_runs_a_runner_executes_and_which_are_paused(
         first: COMPLETED, second: "PAUSED"}  # fmt: skip
     assert seen[2] == {first: False, second: True}
     assert runner.held() == {}
+
+
+class _Raises(Executor):
+    """A buggy thread executor: `execute` raises."""
+
+    def execute(self, context: TaskContext) -> TaskResult:
+        raise RuntimeError("bug in execute")
+
+
+class _CommandRaises(ProcessExecutor):
+    """A buggy process executor: building the command raises."""
+
+    def command(self, context: TaskContext) -> Command | TaskResult:
+        raise KeyError("bug in command")
+
+
+class _FinishRaises(ProcessExecutor):
+    """A process executor whose process runs, then reading its result raises."""
+
+    def command(self, context: TaskContext) -> Command | TaskResult:
+        return Command(["true"], {})
+
+    def finish(self, result: TaskResult, context: TaskContext) -> TaskResult:
+        raise ValueError("bug in finish")
+
+
+def test_an_executor_that_raises_fails_its_attempt_not_the_runner(engine: Engine) -> None:
+    """Wherever the executor raises (execute, command, finish): error code `executor`,
+    retried like any failure, and the other tasks of the run go on."""
+    executors = {**engine.executors, "raises": _Raises, "command_raises": _CommandRaises,
+                 "finish_raises": _FinishRaises}  # fmt: skip
+    retry = {"max": 1, "backoff": "0.01s"}
+    tasks = [{"name": name, "executor": name, "retry": retry}
+             for name in ("raises", "command_raises", "finish_raises")]  # fmt: skip
+    tasks.append({"name": "fine", "executor": "shell", "command": ["true"]})
+    run_id = engine.submit({"tasks": tasks})
+    runner = Runner(engine.db, executors, logs_dir=engine.tmp / "logs", kill_grace=0.2)
+    assert runner.execute([run_id]) == {run_id: FAILED}
+    errors = {"raises": "RuntimeError: bug in execute",
+              "command_raises": "KeyError: 'bug in command'",
+              "finish_raises": "ValueError: bug in finish"}  # fmt: skip
+    for name, message in errors.items():
+        task = engine.task(run_id, name)
+        assert (task.status, task.error_code, task.error, task.attempt) == (
+            FAILED, "executor", message, 2)  # fmt: skip
+        assert task.recoverable is True
+    assert engine.task(run_id, "fine").status == COMPLETED
+    assert engine.task(run_id, "finish_raises").pid is not None  # its process did run

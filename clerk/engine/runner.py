@@ -43,7 +43,7 @@ from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
@@ -88,6 +88,7 @@ INTERRUPTED = "clerk stopped while it ran"
 INTERRUPTED_AGAIN = f"{INTERRUPTED}; it runs again"
 INTERRUPTED_TWICE = f"{INTERRUPTED}, a second time"
 _IDLE_THREAD = 5.0  # seconds an attempt thread waits for work before it exits
+_R = TypeVar("_R")
 
 
 class _RedactSecrets(logging.Filter):
@@ -190,6 +191,61 @@ class RunClaimed(ClerkError):
     """The run is being executed by another process."""
 
 
+@dataclass(eq=False)
+class _InFlight:
+    """One attempt of one task, from the step that starts it to the step that records
+    how it ended: everything the runner knows about it, in one place."""
+
+    run_id: int
+    task: str
+    workflow: str  # its workflow's name (the `parallelism` limit counts by it)
+    cpu: float  # the CPU slots it holds
+    #: None: the executor could not be built; the attempt's failure is already posted
+    executor: Executor | None = None
+    context: TaskContext | None = None
+    #: the values its templates resolved, to redact (filled as it renders)
+    secrets: list[str] = field(default_factory=list)
+    child: Attempt | None = None  # a ProcessExecutor's process, watched by the runner's loop
+    #: (pid, pgid, start time) a worker thread reported, when its outcome came in the same
+    #: step: written with the outcome (one UPDATE, not two)
+    process: tuple[int, int, int | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """A message for the loop: an attempt is over."""
+
+    run_id: int
+    task: str
+    result: TaskResult
+
+
+@dataclass(frozen=True, slots=True)
+class _ProcessStarted:
+    """A message for the loop: an attempt's executor started a process (worker thread),
+    or the loop spawned one; recorded so crash recovery can kill what it leaves."""
+
+    run_id: int
+    task: str
+    pid: int
+    pgid: int
+    proc_start: int | None
+
+
+_Message = _Ended | _ProcessStarted
+
+
+def _guarded(run_id: int, task: str, call: Callable[..., _R], *args: Any) -> _R | TaskResult:
+    """`call(*args)` on an executor; if it raises (an executor's bug), the attempt fails
+    (error code `executor`, retried like any failure), not the runner."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        log.exception("executor for %s/%s raised", run_id, task)
+        return TaskResult(False, error_code=api.EXECUTOR, recoverable=True,
+                          message=f"{type(exc).__name__}: {exc}")  # fmt: skip
+
+
 @dataclass
 class _ActiveRun:
     id: int
@@ -256,23 +312,18 @@ class Runner:
         self.log_limit = log_limit
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
         self._runs: dict[int, _ActiveRun] = {}
-        # (run, task) -> (workflow name, cpu slots it holds)
-        self._running: dict[tuple[int, str], tuple[str, float]] = {}
-        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._running: dict[tuple[int, str], _InFlight] = {}  # by (run, task)
+        self._inbox: queue.SimpleQueue[_Message] = queue.SimpleQueue()  # from worker threads
         self.results: dict[int, str] = {}
         self._poll = 0.25  # how often to look for requests and queued runs
-        self._secrets: dict[tuple[int, str], list[str]] = {}
         self._workers = _Workers()
-        self._arrived: list[tuple[Any, ...]] = []  # messages taken while waiting
-        self._process_of: dict[tuple[int, str], tuple[int, int, int | None]] = {}
+        self._arrived: list[_Message] = []  # messages of this thread, or taken while waiting
         # shell (ProcessExecutor) attempts: started and watched by this loop, not a thread
         self._poller = select.poll()
-        self._local: dict[tuple[int, str], tuple[Attempt, ProcessExecutor, TaskContext]] = {}
         self._fd_attempt: dict[int, Attempt] = {}
         self._wake_fd: int | None = None  # an eventfd the worker threads wake the loop with
-        # (run, task, pid, its start time) to record
-        self._spawned: list[tuple[int, str, int, int | None]] = []
-        self._launches: list[tuple[int, str, Executor, TaskContext]] = []  # after commit
+        self._spawned: list[_ProcessStarted] = []  # processes this loop started, to record
+        self._launches: list[_InFlight] = []  # attempts to start once the step is committed
         self._notices: list[Callable[[], object]] = []  # hooks, called after commit
         self._step_at = time.monotonic()
         #: seconds from the step that found a task ready to its executor being called,
@@ -576,14 +627,14 @@ class Runner:
         return [name for name in run.status if self._may_run(run, name)]
 
     def _running_of(self, workflow: str) -> int:
-        return sum(1 for name, _ in self._running.values() if name == workflow)
+        return sum(1 for attempt in self._running.values() if attempt.workflow == workflow)
 
     def _cpu_free(self, spec: TaskSpec) -> bool:
         """Room for the task's `resources.cpu`; a task wanting more than there is at all
         still runs, alone."""
         if not spec.resources.cpu or not self._running:
             return True
-        used = sum(cpu for _, cpu in self._running.values())
+        used = sum(attempt.cpu for attempt in self._running.values())
         return used + spec.resources.cpu <= self.cpu_slots
 
     def _start(self, run: _ActiveRun, spec: TaskSpec) -> None:
@@ -611,16 +662,15 @@ class Runner:
             started=now, finished=None, next_attempt_at=None, pid=None, pgid=None,
             stdout_log=base + ".out", stderr_log=base + ".err",
         )  # fmt: skip
-        self._running[(run.id, name)] = (run.workflow.name, spec.resources.cpu)
         executor = run.executors[name]
-        if isinstance(executor, str):
-            self._arrived.append(("done", run.id, name, TaskResult(False, error_code=api.CONFIG,
-                                                                   message=executor,
-                                                                   recoverable=False)))  # fmt: skip
+        if isinstance(executor, str):  # it could not be built: the attempt fails at once
+            self._running[(run.id, name)] = _InFlight(run.id, name, run.workflow.name,
+                                                      spec.resources.cpu)  # fmt: skip
+            self._arrived.append(_Ended(run.id, name, TaskResult(False, error_code=api.CONFIG,
+                                                                 message=executor,
+                                                                 recoverable=False)))  # fmt: skip
             return
         secrets: list[str] = []  # the values render resolves, to redact
-        self._secrets[(run.id, name)] = secrets
-        _redactor.sources[(self, run.id, name)] = secrets
         # read by the worker thread while this one adds outputs: a task's templates may
         # see outputs of tasks that completed meanwhile (never of one it depends on)
         fields = ChainMap(run.output_fields, run.fields)
@@ -638,7 +688,7 @@ class Runner:
             kill_grace=self.kill_grace,
             cancel=run.cancel,
             on_process=lambda pid, pgid: self._post(
-                ("process", run_id, name, pid, pgid, start_time(pid))
+                _ProcessStarted(run_id, name, pid, pgid, start_time(pid))
             ),
             outputs_file=run.log_dir / f"{stem}.outputs.json",
             memory_limit=spec.resources.memory,
@@ -646,7 +696,11 @@ class Runner:
             upstream=_Upstream(run.completed),
             secrets=secrets,
         )
-        self._launches.append((run_id, name, executor, context))
+        attempt_state = _InFlight(run_id, name, run.workflow.name, spec.resources.cpu,
+                                  executor, context, secrets)  # fmt: skip
+        self._running[(run_id, name)] = attempt_state
+        _redactor.sources[attempt_state] = secrets
+        self._launches.append(attempt_state)
 
     def _completed(self, run: _ActiveRun, name: str, outputs: dict[str, Any]) -> None:
         run.outputs[name] = outputs
@@ -667,7 +721,7 @@ class Runner:
             run.log_base[name] = stem
         return stem
 
-    def _post(self, message: tuple[Any, ...]) -> None:
+    def _post(self, message: _Message) -> None:
         """From a worker thread: a message for the loop, which is woken to take it."""
         self._inbox.put(message)
         wake = self._wake_fd
@@ -679,24 +733,25 @@ class Runner:
         """Hand the attempts of the last (committed) step to the worker threads."""
         launches, self._launches = self._launches, []
         ready_at = self._step_at
-        for run_id, name, executor, context in launches:
+        for attempt in launches:
+            executor, context = attempt.executor, attempt.context
+            assert executor is not None and context is not None
             if context.cancel.is_set():  # cancelled before it began: nothing to kill
                 result = TaskResult(False, error_code=api.CANCELLED, message="cancelled",
                                     recoverable=False)  # fmt: skip
-                self._arrived.append(("done", run_id, name, result))
+                self._arrived.append(_Ended(attempt.run_id, attempt.task, result))
                 continue
             if isinstance(executor, ProcessExecutor):
-                self._spawn(run_id, name, executor, context, ready_at)
+                self._spawn(attempt, executor, context, ready_at)
             else:
-                self._workers.submit(self._work, run_id, name, executor, context, ready_at)
+                self._workers.submit(self._work, attempt, executor, context, ready_at)
         if self._spawned:  # their pids, at once: crash recovery kills what they leave
             spawned, self._spawned = self._spawned, []
             with self.store.batch():
-                for run_id, name, pid, started in spawned:
-                    self.store.update_task(run_id, name, pid=pid, pgid=pid,
-                                           proc_start=started)  # fmt: skip
+                for started in spawned:
+                    self._record_process(started)
 
-    def _spawn(self, run_id: int, name: str, executor: ProcessExecutor, context: TaskContext,
+    def _spawn(self, attempt: _InFlight, executor: ProcessExecutor, context: TaskContext,
                ready_at: float) -> None:  # fmt: skip
         """Start a process attempt here; `_wait` watches it with the others.
 
@@ -704,63 +759,57 @@ class Runner:
         measured, that costs less than handing the spawn to a worker thread and back."""
         started = time.monotonic()
         self.dispatch_latency.append(started - ready_at)
-        try:
-            command = executor.command(context)
-        except Exception as exc:  # an executor's bug fails the attempt, not the runner
-            log.exception("executor for %s/%s raised", run_id, name)
-            command = TaskResult(False, error_code=api.EXECUTOR, recoverable=True,
-                                 message=f"{type(exc).__name__}: {exc}")  # fmt: skip
+        run_id, name = attempt.run_id, attempt.task
+        command = _guarded(run_id, name, executor.command, context)
         if isinstance(command, TaskResult):
-            self._arrived.append(("done", run_id, name, command))
+            self._arrived.append(_Ended(run_id, name, command))
             return
         before = boot_ticks()
         try:
             pid, stdout, stderr = spawn(command.argv, command.env, command.cwd)
         except OSError as exc:
-            self._arrived.append(("done", run_id, name, spawn_failed(command.argv, exc)))
+            self._arrived.append(_Ended(run_id, name, spawn_failed(command.argv, exc)))
             return
-        attempt = Attempt(pid, stdout, stderr, context, started, self._poller)
-        self._local[run_id, name] = (attempt, executor, context)
-        for fd in attempt.fds:
-            self._fd_attempt[fd] = attempt
-        self._spawned.append((run_id, name, pid, start_time_between(pid, before, boot_ticks())))
+        child = Attempt(pid, stdout, stderr, context, started, self._poller)
+        attempt.child = child
+        for fd in child.fds:
+            self._fd_attempt[fd] = child
+        start = start_time_between(pid, before, boot_ticks())
+        self._spawned.append(_ProcessStarted(run_id, name, pid, pid, start))
 
-    def _reap(self) -> list[tuple[Any, ...]]:
+    def _reap(self) -> list[_Message]:
         """Enforce the limits of the attempts this loop watches; the ended ones' results."""
-        ended = []
+        ended: list[_Message] = []
         now = time.monotonic()
-        for key, (attempt, executor, context) in list(self._local.items()):
-            attempt.tick(now)
-            if not attempt.done:
+        for attempt in list(self._running.values()):
+            child = attempt.child
+            if child is None:
                 continue
-            del self._local[key]
-            for fd in attempt.fds:
+            child.tick(now)
+            if not child.done:
+                continue
+            attempt.child = None
+            for fd in child.fds:
                 self._fd_attempt.pop(fd, None)
-            attempt.close()
-            try:
-                result = executor.finish(attempt.result(), context)
-            except Exception as exc:  # an executor's bug fails the attempt, not the runner
-                log.exception("executor for %s/%s raised", *key)
-                result = TaskResult(False, error_code=api.EXECUTOR, recoverable=True,
-                                    message=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            child.close()
+            executor, context = attempt.executor, attempt.context
+            assert isinstance(executor, ProcessExecutor) and context is not None
+            result = _guarded(attempt.run_id, attempt.task, executor.finish, child.result(),
+                              context)  # fmt: skip
             scrub(context)
-            ended.append(("done", key[0], key[1], result))
+            ended.append(_Ended(attempt.run_id, attempt.task, result))
         return ended
 
-    def _work(self, run_id: int, name: str, executor: Executor, context: TaskContext,
+    def _work(self, attempt: _InFlight, executor: Executor, context: TaskContext,
               ready_at: float) -> None:  # fmt: skip
+        """On a worker thread: one attempt of a thread-run executor, posted when over."""
         started = time.monotonic()
         self.dispatch_latency.append(started - ready_at)
-        try:
-            result = executor.execute(context)
-        except Exception as exc:  # an executor's bug fails the attempt, not the runner
-            log.exception("executor for %s/%s raised", run_id, name)
-            result = TaskResult(False, error_code=api.EXECUTOR, recoverable=True,
-                                message=f"{type(exc).__name__}: {exc}")  # fmt: skip
+        result = _guarded(attempt.run_id, attempt.task, executor.execute, context)
         if not result.wall:
             result.wall = time.monotonic() - started
         scrub(context)
-        self._post(("done", run_id, name, result))
+        self._post(_Ended(attempt.run_id, attempt.task, result))
 
     def _wait(self) -> None:
         """Block until a message arrives, a watched process has news, or the next timer
@@ -770,8 +819,9 @@ class Runner:
         timeout = self._next_timer()
         timeout = self._poll if timeout is None else min(timeout, self._poll)
         now = time.monotonic()
-        for attempt, _, _ in self._local.values():
-            timeout = min(timeout, attempt.next_wake(now))
+        for attempt in self._running.values():
+            if attempt.child is not None:
+                timeout = min(timeout, attempt.child.next_wake(now))
         for fd, _ in self._poller.poll(timeout * 1000):
             owner = self._fd_attempt.get(fd)
             if owner is not None:
@@ -792,12 +842,16 @@ class Runner:
             except queue.Empty:
                 break
         arrived += self._reap()
-        ended = {(m[1], m[2]) for m in arrived if m[0] == "done"}
+        ended = {(m.run_id, m.task) for m in arrived if isinstance(m, _Ended)}
         for message in arrived:
-            if message[0] == "process" and (message[1], message[2]) in ended:
-                self._process_of[message[1], message[2]] = message[3:6]
-            else:
-                self._handle(message)
+            if isinstance(message, _Ended):
+                self._ended(message)
+                continue
+            attempt = self._running.get((message.run_id, message.task))
+            if attempt is not None and (message.run_id, message.task) in ended:
+                attempt.process = (message.pid, message.pgid, message.proc_start)
+            elif message.run_id in self._runs:
+                self._record_process(message)
 
     def _next_timer(self) -> float | None:
         """Seconds until the earliest retry is due (None: no retry is waiting)."""
@@ -818,32 +872,34 @@ class Runner:
             self._maybe_finish(run)
 
     # --- results --------------------------------------------------------------------------
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind, run_id, name = message[:3]
+    def _record_process(self, started: _ProcessStarted) -> None:
+        self.store.update_task(started.run_id, started.task, pid=started.pid,
+                               pgid=started.pgid, proc_start=started.proc_start)  # fmt: skip
+
+    def _ended(self, message: _Ended) -> None:
+        run_id, name, result = message.run_id, message.task, message.result
+        attempt = self._running.pop((run_id, name), None)
+        secrets: list[str] = []
+        if attempt is not None:
+            secrets = attempt.secrets
+            _redactor.sources.pop(attempt, None)
         run = self._runs.get(run_id)
-        if kind == "process":
-            if run is not None:
-                self.store.update_task(run_id, name, pid=message[3], pgid=message[4],
-                                       proc_start=message[5])  # fmt: skip
-            return
-        result: TaskResult = message[3]
-        self._running.pop((run_id, name), None)
-        secrets = self._secrets.pop((run_id, name), [])
-        _redactor.sources.pop((self, run_id, name), None)
         if run is None:
             return
         if secrets:  # a secret never reaches the store
             result.message = redact(result.message, secrets)
             result.outputs = redact_value(result.outputs, secrets)
-        self._record(run, run.workflow.tasks[name], result)
+        process = attempt.process if attempt is not None else None
+        self._record(run, run.workflow.tasks[name], result, process)
         self._maybe_finish(run)
 
-    def _record(self, run: _ActiveRun, spec: TaskSpec, result: TaskResult) -> None:
+    def _record(self, run: _ActiveRun, spec: TaskSpec, result: TaskResult,
+                process: tuple[int, int, int | None] | None = None) -> None:  # fmt: skip
+        """How an attempt ended; `process`: its (pid, pgid, start time), not yet written."""
         name, attempt = spec.name, run.attempts[spec.name]
         usage = {"finished": time.time(), "exit_code": result.exit_code, "wall": result.wall,
                  "cpu_user": result.cpu_user, "cpu_sys": result.cpu_sys,
                  "max_rss": result.max_rss}  # fmt: skip
-        process = self._process_of.pop((run.id, name), None)
         if process is not None:
             usage.update(zip(("pid", "pgid", "proc_start"), process, strict=True))
         if (
