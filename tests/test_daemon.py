@@ -270,3 +270,34 @@ def test_a_backlog_goes_through_in_batches_with_the_catalog_written_behind(
     assert sorted((r["root"], r["relpath"]) for r in rows) == [
         ("archive", n) for n in sorted(before + later)
     ]
+
+
+def test_files_moved_in_from_outside_arrive_as_moved(
+    tmp_path: Path, clerk_home: Path, write_rules: Callable[[str], Path]
+) -> None:
+    """A file or a tree renamed into a root from outside it is `moved` (rules.md's
+    triggers; `clerk explain --on moved` says so): the daemon called it `created`, so a
+    rule `on: [moved]` never ran for it and one `on: [created]` did (found by the
+    differential test). A file written in the root stays `created`."""
+    inbox, archive, outside = tmp_path / "inbox", tmp_path / "archive", tmp_path / "outside"
+    for d in (inbox, archive, outside / "tree" / "deep"):
+        d.mkdir(parents=True)
+    write_rules(
+        f"roots:\n  inbox: {{path: {inbox}, settle: 0.1s}}\n"
+        f"  archive: {{path: {archive}, watch: false}}\nrules:\n"
+        f"  - {{name: on-moved, in: inbox, on: [moved],\n"
+        f"      actions: [{{move: '{archive}/moved/'}}]}}\n"
+        f"  - {{name: on-created, in: inbox, on: [created],\n"
+        f"      actions: [{{move: '{archive}/made/'}}]}}\n"
+    )
+    write_config(clerk_home, "reconcile_interval: 1h\n")
+    (outside / "one.txt").write_text("one")
+    (outside / "tree" / "deep" / "two.txt").write_text("two")
+    with running_daemon(tmp_path) as (daemon, _):
+        os.rename(outside / "one.txt", inbox / "one.txt")
+        os.rename(outside / "tree", inbox / "tree")
+        (inbox / "three.txt").write_text("written here")
+        wanted = ["made/three.txt", "moved/one.txt", "moved/two.txt"]
+        wait_until(lambda: files_under(archive) == wanted, what=f"{wanted}\n{daemon.log()}")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0

@@ -265,8 +265,8 @@ def test_renames_inside_pair_and_moves_across_the_root_split(watched: Any, tmp_p
     _until(intake, seen, FsEvent("moved", str(inbox / "a.txt"), str(inbox / "b.txt")))
     os.rename(inbox / "b.txt", outside / "b.txt")
     _until(intake, seen, FsEvent("deleted", str(inbox / "b.txt")))
-    os.rename(outside / "in.txt", inbox / "in.txt")  # complete: "created", not "new"
-    _until(intake, seen, FsEvent("created", str(inbox / "in.txt")))
+    os.rename(outside / "in.txt", inbox / "in.txt")  # complete: not "new"; moved in
+    _until(intake, seen, FsEvent("moved_in", str(inbox / "in.txt")))
 
 
 def test_a_move_out_does_not_hold_the_events_behind_it(watched: Any, tmp_path: Path) -> None:
@@ -350,7 +350,7 @@ def test_directories_made_or_moved_in_are_watched_under_their_new_name(
     (tmp_path / "tree" / "deep").mkdir(parents=True)
     (tmp_path / "tree" / "deep" / "old.txt").write_text("already there")
     os.rename(tmp_path / "tree", inbox / "back")
-    _until(intake, seen, FsEvent("created", str(inbox / "back"), is_dir=True))
+    _until(intake, seen, FsEvent("moved_in", str(inbox / "back"), is_dir=True))
     (inbox / "back" / "deep" / "z.txt").write_text("z")
     _until(intake, seen, *_written(str(inbox / "back" / "deep" / "z.txt")))
     assert not [e for e in seen if isinstance(e, FsEvent) and "old.txt" in e.path]

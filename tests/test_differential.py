@@ -432,7 +432,7 @@ def run_clerk(here: Place, *args: str) -> dict[str, Any]:
         [sys.executable, "-m", "clerk", *args],
         capture_output=True, text=True, timeout=120, env={**os.environ, **here.env()},
     )  # fmt: skip
-    assert result.returncode in (0, 1), result.stderr
+    assert result.returncode in (0, 1) and result.stdout, (result.returncode, result.stderr)
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 

@@ -359,12 +359,14 @@ class Daemon:
         if event.kind == "deleted":
             self._forget(event.path, event.is_dir)
             return
-        path = event.path
-        if event.kind == "moved":
+        path, kind = event.path, event.kind
+        if kind == "moved":
             self._forget(event.path, event.is_dir)
             if not event.dest:
                 return
             path = event.dest
+        elif kind == "moved_in":  # renamed here from outside the root: it arrives as moved
+            kind = "moved"
         located = self.ruleset.roots.locate(path)
         if located is None:
             return
@@ -375,10 +377,9 @@ class Daemon:
             return
         now = time.monotonic()
         if event.is_dir:
-            if event.kind in ("created", "moved"):
-                self._walk_into(root, path, event.kind, now)
+            if kind in ("created", "moved"):
+                self._walk_into(root, path, kind, now)
             return
-        kind = event.kind
         if kind == "opened":
             self.settler.opened(path)
         elif kind == "closed_nowrite":

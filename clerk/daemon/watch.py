@@ -204,8 +204,9 @@ def parse_events(buffer: bytes) -> list[RawEvent]:
 @dataclass(frozen=True, slots=True)
 class FsEvent:
     # inotify roots: new (made here, its creator has it open), new_closed (made here and
-    # already closed), created (moved in from outside the root), closed, moved, deleted;
-    # polling roots: created, modified, moved, deleted
+    # already closed), created (a directory made here), moved_in (renamed here from outside
+    # the root: a `moved` arrival), closed, moved, deleted; polling roots (which cannot
+    # tell what was renamed in from outside): created, modified, moved, deleted
     kind: str
     path: str
     dest: str | None = None
@@ -433,7 +434,7 @@ class Inotify:
                 else:  # from outside the root: complete, it was renamed here
                     if is_dir and self.recursive:
                         self._watch_tree(full)
-                    out.append(FsEvent("created", path, is_dir=is_dir))
+                    out.append(FsEvent("moved_in", path, is_dir=is_dir))
             elif mask & IN_DELETE:
                 out.append(FsEvent("deleted", path, is_dir=is_dir))
         out += self._unpaired(moving)
