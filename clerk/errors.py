@@ -21,6 +21,12 @@ class Location(NamedTuple):
         return self.file
 
 
+# Line breaks and other control characters, shown escaped: a message quotes what a user
+# wrote (a root path with a newline in it), and one problem is one line of output.
+_ONE_LINE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_ONE_LINE |= {0x2028: "\\u2028", 0x2029: "\\u2029", ord("\n"): "\\n", ord("\t"): "\\t"}
+
+
 class Problem(NamedTuple):
     """One thing wrong with the configuration, reported as `file:line:col: message`."""
 
@@ -30,7 +36,7 @@ class Problem(NamedTuple):
 
     def __str__(self) -> str:
         prefix = "" if self.severity == "error" else f"{self.severity}: "
-        return f"{self.where}: {prefix}{self.message}"
+        return f"{self.where}: {prefix}{self.message}".translate(_ONE_LINE)
 
 
 class ClerkError(Exception):

@@ -12,6 +12,7 @@ Kubernetes-style Ki/Mi/Gi used in `resources.memory`) powers of 1024. Durations 
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -27,7 +28,13 @@ _SIZE_UNITS = {
     "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
     "ti": 1024**4, "tib": 1024**4,
 }  # fmt: skip
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+# Matched against stripped text: a \s* next to another \s* (or next to .+?) made Python's
+# re try every split of a long run of spaces, minutes for a value of 200,000 characters.
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)")
+# The largest quantities a rule means: 2**63 - 1 bytes (what SQLite and setrlimit hold) and
+# 100 years (datetime arithmetic on `after:` and `every:` stays far from year 9999).
+MAX_SIZE = 2**63 - 1
+MAX_DURATION = 100 * 365 * 86400
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
@@ -36,7 +43,7 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
     ">": operator.gt, "<": operator.lt, "=": operator.eq,
 }  # fmt: skip
-_COMPARISON_RE = re.compile(r"^\s*(>=|<=|==|!=|>|<|=)?\s*(.+?)\s*$")
+_COMPARISON_RE = re.compile(r"(>=|<=|==|!=|>|<|=)?\s*(.+)", re.DOTALL)
 
 
 def parse_size(text: str | int | float) -> int:
@@ -45,13 +52,13 @@ def parse_size(text: str | int | float) -> int:
         raise SpecError(f"expected a size like 10KB or 5MiB, got {text!r}")
     if isinstance(text, int | float):
         if text < 0:
-            raise SpecError(f"a size cannot be negative, got {text}")
-        return int(text)
-    m = _SIZE_RE.match(str(text))
+            raise SpecError(f"a size cannot be negative, got {_brief(text)}")
+        return int(_bounded(text, MAX_SIZE, "a size", "8 EiB"))
+    m = _SIZE_RE.fullmatch(str(text).strip())
     unit = m.group(2).lower() if m else None
     if not m or unit not in _SIZE_UNITS:
-        raise SpecError(f"expected a size like 10KB, 5MiB or 512Mi, got {text!r}")
-    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+        raise SpecError(f"expected a size like 10KB, 5MiB or 512Mi, got {_brief(text)}")
+    return int(_bounded(float(m.group(1)) * _SIZE_UNITS[unit], MAX_SIZE, "a size", "8 EiB"))
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -60,11 +67,11 @@ def parse_duration(text: str | int | float) -> float:
         raise SpecError(f"expected a duration like 30s, 5m or 2h, got {text!r}")
     if isinstance(text, int | float):
         if text < 0:
-            raise SpecError(f"a duration cannot be negative, got {text}")
-        return float(text)
+            raise SpecError(f"a duration cannot be negative, got {_brief(text)}")
+        return _bounded(text, MAX_DURATION, "a duration", "100 years")
     s = str(text).strip().lower().replace(" ", "")
     if re.fullmatch(r"\d+(\.\d+)?", s):
-        return float(s)
+        return _bounded(float(s), MAX_DURATION, "a duration", "100 years")
     pos, total = 0, 0.0
     for m in _DURATION_PART.finditer(s):
         if m.start() != pos:
@@ -72,8 +79,26 @@ def parse_duration(text: str | int | float) -> float:
         total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
     if pos != len(s) or not s:
-        raise SpecError(f"expected a duration like 30s, 5m, 2h or 1h30m, got {text!r}")
-    return total
+        raise SpecError(f"expected a duration like 30s, 5m, 2h or 1h30m, got {_brief(text)}")
+    return _bounded(total, MAX_DURATION, "a duration", "100 years")
+
+
+def _bounded(value: float, most: int, what: str, shown: str) -> float:
+    """`value`, refused past `most` or when it is no number at all (inf, nan)."""
+    try:
+        number = float(value)
+    except OverflowError:  # an int of 400 digits
+        raise SpecError(f"{what} goes up to {shown}, got {_brief(value)}") from None
+    if math.isnan(number) or math.isinf(number):
+        raise SpecError(f"{what} wants a finite number, got {_brief(value)}")
+    if number > most:
+        raise SpecError(f"{what} goes up to {shown}, got {_brief(value)}")
+    return number
+
+
+def _brief(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -104,9 +129,9 @@ def parse_comparison(
     """Parse `"> 30d"` or `">= 10KB"` with `parse_value` for the quantity."""
     if isinstance(text, int | float) and not isinstance(text, bool):
         return Comparison(default_op, float(parse_value(text)))  # type: ignore[arg-type]
-    m = _COMPARISON_RE.match(str(text))
+    m = _COMPARISON_RE.fullmatch(str(text).strip())
     if not m or not m.group(2):
-        raise SpecError(f"expected a comparison like '>= 10KB' or '> 30d', got {text!r}")
+        raise SpecError(f"expected a comparison like '>= 10KB' or '> 30d', got {_brief(text)}")
     op = m.group(1) or default_op
     if op == "=":
         op = "=="

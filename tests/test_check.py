@@ -233,6 +233,33 @@ def test_template_fields(tmp_path: Path, registry: Registry) -> None:
     ]
 
 
+def test_format_specs_are_checked_for_the_field_type(tmp_path: Path, registry: Registry) -> None:
+    # each of these passed check and failed (or ran out of memory) on every file in scan
+    problems = check(
+        tmp_path,
+        """
+        roots: {r: /tmp}
+        rules:
+          - name: specs
+            match: [{regex: '(?P<year>\\d{4})'}]
+            actions:
+              - move: "/tmp/{name:%Q}"
+              - move: "/tmp/{size:>>>}"
+              - move: "/tmp/{size:99999999999}"
+              - move: "/tmp/{year:d}"
+              - move: "/tmp/{mtime:%Y}/{size:05d}/{year:>4}/{exif.taken:%Y}"
+        """,
+        registry,
+    )
+    assert spots(problems) == [
+        "6:15: cannot format {name:%Q}: Invalid format specifier '%Q' for object of type 'str'",
+        "7:15: cannot format {size:>>>}: Unknown format code '>' for object of type 'str'",
+        "8:15: bad template '/tmp/{size:99999999999}': a field is at most 255 characters"
+        " wide, {size:99999999999} asks for 99999999999",
+        "9:15: cannot format {year:d}: Unknown format code 'd' for object of type 'str'",
+    ]
+
+
 def test_no_field_cascade_when_a_filter_failed(tmp_path: Path, registry: Registry) -> None:
     path = write(
         tmp_path,
@@ -383,6 +410,28 @@ def test_workflow_dag_problems(tmp_path: Path, registry: Registry) -> None:
         "4:62: dependency cycle: a -> c -> b -> a",
         "7:62: dependency cycle: d -> d",
     ]
+
+
+def test_an_executor_that_is_a_list_or_mapping_is_a_problem(
+    tmp_path: Path, registry: Registry
+) -> None:
+    # TypeError: unhashable type (found by tests/test_loader_fuzz.py)
+    problems = check(
+        tmp_path,
+        """
+        workflows:
+          w:
+            tasks:
+              - {name: a, executor: [shell]}
+              - {name: b, executor: {shell: x}}
+        """,
+        registry,
+    )
+    assert [p.message.split(" (expected")[0] for p in problems] == [
+        "unknown executor ['shell'] (list)",
+        "unknown executor {'shell': 'x'} (dict)",
+    ]
+    assert [p.where.line for p in problems] == [4, 5]
 
 
 def test_task_problems(tmp_path: Path, registry: Registry) -> None:
@@ -687,3 +736,18 @@ rules:
         # {vendor} may come from the filter that failed: not reported; {vendr} is
         f"{rules}:12:14: unknown field {{vendr}} in '{{vendr}}' (did you mean 'vendor'?)",
     ]
+
+
+def test_a_problem_is_one_line_whatever_it_quotes(tmp_path: Path) -> None:
+    # a root path with a line break in it printed as two lines, the second no file:line:col
+    text = 'roots: {inbox: "/no/such\\nplace\\u2028x"}\n'
+    _, problems = load_and_check_text(tmp_path, text)
+    shown = [str(p) for p in problems]
+    assert len(shown) == 1 and "\n" not in shown[0] and "\u2028" not in shown[0], shown
+    assert shown[0].endswith("/no/such\\nplace\\u2028x does not exist (create it or fix the path)")
+
+
+def load_and_check_text(tmp_path: Path, text: str) -> tuple[RuleSet, list[Problem]]:
+    registry = make_plugin_manager(autoload=False).registry()
+    ruleset, problems = load_rules([write(tmp_path, "rules.yaml", text)], registry)
+    return ruleset, problems + check_rules(ruleset, registry, check_paths=True)

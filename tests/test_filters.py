@@ -106,22 +106,25 @@ def test_content_reads_the_head_only(root: Root) -> None:
     assert not check("content", "PNG", info(root, "bin", png()))
 
 
+class Camera:
+    """A classifier for the attr filter's tests."""
+
+    namespace = "cam"
+
+    def applies(self, file: FileInfo) -> bool:
+        return True
+
+    def classify(self, file: FileInfo) -> dict[str, object]:
+        return {"model": "Pixel 8", "iso": 400}
+
+
 def test_tag_and_attr(root: Root) -> None:
     f = info(root, "a")
     f.tags.update({"invoice", "2024"})
     assert check("tag", "invoice", f)
     assert not check("tag", ["invoice", "paid"], f)
 
-    class Fake:
-        namespace = "cam"
-
-        def applies(self, file: FileInfo) -> bool:
-            return True
-
-        def classify(self, file: FileInfo) -> dict[str, object]:
-            return {"model": "Pixel 8", "iso": 400}
-
-    g = info(root, "b", facts=FactSource(None, {"cam": Fake()}))
+    g = info(root, "b", facts=FactSource(None, {"cam": Camera()}))
     assert check("attr", {"cam.model": "pixel*"}, g)
     assert check("attr", {"cam.iso": "> 100"}, g)
     assert not check("attr", {"cam.iso": "> 1000"}, g)
@@ -185,3 +188,31 @@ def test_duplicate_original_by(root: Root) -> None:
 def test_bad_values_raise_spec_errors(name: str, value: object) -> None:
     with pytest.raises(SpecError):
         BUILTIN_FILTERS[name](value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("modified", " " * 200_000 + "x"), ("modified", "> " + " " * 200_000 + "2024-01"),
+     ("size", "1" + " " * 200_000 + "!"), ("age", "x" + " " * 200_000 + "y")],
+)  # fmt: skip
+def test_long_values_are_refused_in_linear_time(name: str, value: str) -> None:
+    with pytest.raises(SpecError):  # Python's re took minutes on these
+        BUILTIN_FILTERS[name](value)
+
+
+def test_attr_comparisons_are_read_once_in_linear_time(root: Root) -> None:
+    f = info(root, "b", facts=FactSource(None, {"cam": Camera()}))
+    spaced = ">" + " " * 200_000 + "x"  # a glob, not a comparison; re took minutes per file
+    assert not check("attr", {"cam.iso": spaced}, f)
+    assert check("attr", {"cam.iso": "  >=  400 ", "cam.model": " pixel*"}, f) is False
+    assert check("attr", {"cam.iso": "  >=  400 ", "cam.model": "pixel*"}, f)
+
+
+@pytest.mark.parametrize("when", [">= 0001-01-01", "< 9999-12-31T23:59:59", "> 2024-02-30"])
+def test_dates_at_the_edges_are_read_or_refused(root: Root, when: str) -> None:
+    try:
+        modified = BUILTIN_FILTERS["modified"](when)
+    except SpecError as exc:
+        assert "date" in str(exc)
+    else:
+        modified.match(info(root, "e.txt"))

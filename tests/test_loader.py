@@ -824,3 +824,10 @@ def test_compact_workflows_and_in_shapes(tmp_path: Path, registry: Registry) -> 
     assert isinstance(empty_match, AllNode) and empty_match.children == []
     assert list(ruleset.workflows) == ["ok"]
     assert ruleset.workflow_sources["ok"].form == "compact"
+
+
+def test_a_path_longer_than_path_max_is_refused_at_once(tmp_path: Path, registry: Registry) -> None:
+    # `${` 20,000 times took expandvars 3 s, and the time grows with the square
+    _, problems = load(tmp_path, "roots:\n  inbox: '" + "${" * 200_000 + "'\n", registry)
+    assert len(problems) == 1 and problems[0].where.line == 2
+    assert "at most 4096 characters" in problems[0].message

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from clerk.errors import RenderError
 from clerk.roots import Root, RootSet
-from clerk.rules.templates import Renderer, parse_template, sanitize_component, template_fields
+from clerk.rules.fileinfo import FIELD_SAMPLES
+from clerk.rules.templates import (
+    Renderer,
+    parse_template,
+    sanitize_component,
+    spec_problem,
+    template_fields,
+)
 
 
 @pytest.fixture
@@ -90,3 +97,26 @@ def test_rendered_paths_stay_inside_roots(
         real = os.path.realpath(os.path.dirname(path))
         real_roots = [os.path.realpath(r.path) for r in roots]
         assert any(real == r or real.startswith(r + "/") for r in real_roots), path
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{size:99999999999}", "{size:.99999999999f}", "{size:0>1000000}", "{mtime:%100000Y}",
+     "{name:" + "x" * 300 + "}"],
+)  # fmt: skip
+def test_widths_past_a_file_name_are_refused_before_rendering(template: str) -> None:
+    # {size:99999999999} asked format() for 100 GB: MemoryError in scan, passed check
+    with pytest.raises(RenderError, match="at most"):
+        parse_template(template)
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "ok"),
+    [("name", "%Q", False), ("size", ">>>", False), ("size", "05d", True),
+     ("size", ",.2f", True), ("mtime", "%Y-%m", True), ("name", ">10", True),
+     ("mtime", "%", True), ("hash", ".8", True), ("size", "x", True), ("size", "s", True),
+     ("name", "d", False), ("now", "%F", True)],
+)  # fmt: skip
+def test_specs_are_tried_on_a_value_of_the_field_type(name: str, spec: str, ok: bool) -> None:
+    problem = spec_problem(name, spec, FIELD_SAMPLES.get(name, "x"))
+    assert (problem is None) == ok, problem

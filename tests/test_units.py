@@ -76,3 +76,40 @@ def test_comparisons_shown_and_as_json() -> None:
     assert age.text(format_duration) == "> 30d"
     assert age.as_json() == {"op": ">", "value": 2592000}
     assert isinstance(age.as_json()["value"], int)  # no 2592000.0 / 2.592e+06 in JSON
+
+
+LONG = 200_000  # characters: a quadratic parse of this takes minutes
+
+
+@pytest.mark.parametrize(
+    ("parse", "bad"),
+    [
+        (parse_size, 10**400), (parse_size, float("inf")), (parse_size, float("nan")),
+        (parse_size, "9" * 400 + "KB"), (parse_size, 2**63), (parse_size, "1e999"),
+        (parse_duration, 10**400), (parse_duration, float("inf")),
+        (parse_duration, float("nan")), (parse_duration, "9" * 400 + "d"),
+        (parse_duration, 10**12), (parse_duration, "99999999999w"),
+    ],
+)  # fmt: skip
+def test_numbers_past_every_range_are_spec_errors(parse: object, bad: object) -> None:
+    with pytest.raises(SpecError):
+        parse(bad)  # type: ignore[operator]
+
+
+def test_the_largest_numbers_still_read() -> None:
+    assert parse_size("1000TiB") == 1000 * 1024**4
+    assert parse_duration("36500d") == 36500 * 86400
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1" + " " * LONG + "!", "x" + " " * LONG + "y", "> 1" + " " * LONG + "!",
+     " " * LONG + "x"],
+)  # fmt: skip
+def test_long_values_are_read_in_linear_time(text: str) -> None:
+    # each of these took Python's re minutes (\s* next to \s* or .+?); a hang fails the suite
+    for parse in (parse_size, parse_duration):
+        with pytest.raises(SpecError):
+            parse_comparison(text, parse)
+        with pytest.raises(SpecError):
+            parse(text)

@@ -22,7 +22,7 @@ from clerk.config import Config
 from clerk.engine.model import interrupt_key, parse_on_interrupt, parse_process_limit
 from clerk.errors import ClerkError, Location, Problem, SpecError
 from clerk.plugins.manager import Registry
-from clerk.rules.fileinfo import STANDARD_FIELDS
+from clerk.rules.fileinfo import FIELD_SAMPLES, STANDARD_FIELDS
 from clerk.rules.loader import (
     LoadedRuleSet,
     SourcedRule,
@@ -32,7 +32,7 @@ from clerk.rules.loader import (
 )
 from clerk.rules.model import AllNode, AnyNode, FilterNode, MatchNode, NotNode, Rule, RuleSet
 from clerk.rules.suggest import hint, unknown
-from clerk.rules.templates import template_fields
+from clerk.rules.templates import spec_problem, template_specs
 from clerk.units import parse_duration, parse_size
 from clerk.yamlsrc import key_location, node_location, value_location
 
@@ -250,11 +250,17 @@ class _Checker:
 
     def check_template(self, template: str, fields: _Fields, where: Location) -> None:
         try:
-            names = template_fields(template)
+            specs = template_specs(template)
         except (ClerkError, ValueError) as exc:
             self.error(where, f"bad template {template!r}: {exc}")
             return
-        for name in names:
+        for name, spec in specs:
+            # a regex group is text; a classifier attribute's type is the classifier's
+            sample = FIELD_SAMPLES.get(name, None if "." in name else "text")
+            problem = spec_problem(name, spec, sample) if spec and sample is not None else None
+            if problem:
+                self.error(where, problem)
+        for name in dict.fromkeys(name for name, _ in specs):
             if name in STANDARD_FIELDS or name in fields.always:
                 continue
             if name in fields.possible:
@@ -454,7 +460,8 @@ class _WorkflowChecker:
 
     def check_task(self, task: Any, dialect: _Dialect, name: int | None) -> str | None:
         """Check one task; return its name (tasks in a workflow need one)."""
-        executor_class = self.executor_classes.get(task.get("executor"))
+        executor = task.get("executor")
+        executor_class = self.executor_classes.get(executor) if isinstance(executor, str) else None
         own_keys = tuple(getattr(executor_class, "keys", ()) or ())
         self.check_keys(task, (*dialect.task_keys, *own_keys), "task key")
         task_name = None
@@ -491,7 +498,7 @@ class _WorkflowChecker:
                 self.node_at(task), f"a task needs an executor: ({', '.join(self.executors)})"
             )
             return
-        if executor not in self.executors:
+        if not isinstance(executor, str) or executor not in self.executors:
             self.error(
                 self.value_at(task, "executor"), unknown("executor", executor, self.executors)
             )

@@ -250,10 +250,14 @@ def _split_ext(name: str) -> tuple[str, str]:
     return name, ""
 
 
-STANDARD_FIELDS: frozenset[str] = frozenset(
-    {"name", "stem", "ext", "dir", "root", "relpath", "reldir", "size", "mime", "mtime",
-     "now", "hash"}
-)  # fmt: skip
+# A value of each standard field's type: `clerk check` tries a template's format specs on
+# them (`{size:>>>}` fails on every file, so it fails the check).
+FIELD_SAMPLES: dict[str, Any] = {
+    "name": "a.pdf", "stem": "a", "ext": "pdf", "dir": "/r", "root": "r", "relpath": "a.pdf",
+    "reldir": "", "size": 1024, "mime": "application/pdf", "mtime": datetime(2024, 1, 2, 3, 4),
+    "now": datetime(2024, 1, 2, 3, 4), "hash": "9f86d081884c7d65",
+}  # fmt: skip
+STANDARD_FIELDS: frozenset[str] = frozenset(FIELD_SAMPLES)
 
 
 class TemplateFields(Mapping[str, Any]):

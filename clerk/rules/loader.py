@@ -83,6 +83,7 @@ _RULE_ALIASES = {
 _ROOT_ALIASES = {"subfolders": "recursive", "exclude": "ignore", "delay": "settle"}
 _TOP_ALIASES = {"locations": "roots", "rule": "rules", "workflow": "workflows"}
 
+PATH_MAX = 4096  # Linux's limit on a path, in bytes
 _ROOT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _ENV_VAR = re.compile(r"\$(?:\{([^}]*)\}|(\w+))")
 
@@ -198,6 +199,8 @@ def expand_path(text: str, base_dir: str) -> tuple[str | None, str | None]:
     """
     if "\0" in text:
         return None, "a path cannot contain a NUL character"
+    if len(text) > PATH_MAX:  # and expanding `${${${...` takes time quadratic in its length
+        return None, f"a path is at most {PATH_MAX} characters, this one has {len(text)}"
     for braced, bare in _ENV_VAR.findall(text):
         name = braced or bare
         if name not in os.environ:

@@ -51,4 +51,7 @@ def unknown(
 def _show(word: object) -> str:
     from clerk.yamlsrc import brief
 
-    return brief(word) if isinstance(word, str) else f"{brief(word)} ({type(word).__name__})"
+    if isinstance(word, str):
+        return brief(word)
+    kind = next(c.__name__ for c in type(word).__mro__ if c.__module__ == "builtins")
+    return f"{brief(word)} ({kind})"  # (list), not (YamlSeq)

@@ -24,6 +24,13 @@ from clerk.roots import RootSet
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/]")
 _FORMATTER = string.Formatter()
+# `{size:99999999999}` asks format() for 100 GB. No field is wider than a file name.
+MAX_WIDTH = 255
+MAX_SPEC = 100
+_MINI_SPEC = re.compile(
+    r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d*))?[a-zA-Z%]?", re.DOTALL
+)
+_STRFTIME_WIDTH = re.compile(r"%[-_0^#]*(\d+)")
 
 Part = tuple[str, str | None, str]  # literal, field name (None = none), format spec
 
@@ -41,10 +48,42 @@ def parse_template(template: str) -> tuple[Part, ...]:
                     raise RenderError("fields need a name, like {name} or {mtime:%Y}")
                 if "{" in (spec or ""):
                     raise RenderError(f"nested fields are not allowed in {{{name}:{spec}}}")
+                problem = _width_problem(name, spec or "")
+                if problem:
+                    raise RenderError(problem)
             parts.append((literal, name, spec or ""))
     except ValueError as exc:
         raise RenderError(f"bad template {template!r}: {exc}") from None
     return tuple(parts)
+
+
+def _width_problem(name: str, spec: str) -> str | None:
+    if len(spec) > MAX_SPEC:
+        return f"a format spec is at most {MAX_SPEC} characters, {{{name}:...}} has {len(spec)}"
+    widths = [int(width) for width in _STRFTIME_WIDTH.findall(spec)]
+    mini = _MINI_SPEC.fullmatch(spec)
+    if mini:
+        widths += [int(n) for n in (mini.group("width"), mini.group("precision")) if n]
+    widest = max(widths, default=0)
+    if widest > MAX_WIDTH:
+        return (
+            f"a field is at most {MAX_WIDTH} characters wide, {{{name}:{spec}}} asks for {widest}"
+        )
+    return None
+
+
+def spec_problem(name: str, spec: str, sample: Any) -> str | None:
+    """What is wrong with `{name:spec}` for a value like `sample` (None when it formats)."""
+    try:
+        format_value(sample, spec)
+    except (ValueError, TypeError) as exc:
+        return f"cannot format {{{name}:{spec}}}: {exc}"
+    return None
+
+
+def template_specs(template: str) -> list[tuple[str, str]]:
+    """(field, format spec) for each field of a template (for `clerk check`)."""
+    return [(name, spec) for _, name, spec in parse_template(template) if name is not None]
 
 
 def template_fields(template: str) -> list[str]:

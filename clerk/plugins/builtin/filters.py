@@ -197,7 +197,10 @@ class AgeFilter(Filter):
         )
 
 
-_DATE_CMP = re.compile(r"^\s*(>=|<=|>|<|==|=)?\s*(\d{4}-\d{2}-\d{2}(?:[T ][\d:]+)?)\s*$")
+# matched against stripped text: `\s*` next to `\s*` made re try every split of a long run
+# of spaces (minutes for 200,000 of them)
+_DATE_CMP = re.compile(r"(>=|<=|>|<|==|=)?\s*(\d{4}-\d{2}-\d{2}(?:[T ][\d:]+)?)")
+_NUMBER_CMP = re.compile(r"(>=|<=|>|<|==|!=)\s*(-?\d+(?:\.\d+)?)")
 
 
 class ModifiedFilter(Filter):
@@ -210,11 +213,11 @@ class ModifiedFilter(Filter):
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, date):
                 item = f">= {item.isoformat()}"
-            m = _DATE_CMP.match(str(item))
+            m = _DATE_CMP.fullmatch(str(item).strip())
             if m:
                 try:
                     when = datetime.fromisoformat(m.group(2)).astimezone()
-                except ValueError as exc:
+                except (ValueError, OverflowError) as exc:
                     raise SpecError(f"modified: bad date {m.group(2)!r}: {exc}") from None
                 op = m.group(1) or ">="
                 self.dates.append(("==" if op == "=" else op, when))
@@ -388,12 +391,8 @@ class AttrFilter(Filter):
                     f"attr keys are namespace.attribute (like exif.camera), got {key!r}"
                 )
             self.tests.append((namespace, attr, want))
-        # string wants are case-insensitive globs, compiled once
-        self._globs = {
-            want: glob_pattern(want, ignore_case=True)
-            for _, _, want in self.tests
-            if isinstance(want, str)
-        }
+        # a string is a comparison (for numbers) and a case-insensitive glob, read once
+        self._wants = {want: _attr_want(want) for _, _, want in self.tests if isinstance(want, str)}
 
     def namespaces(self) -> frozenset[str]:
         return frozenset(ns for ns, _, _ in self.tests)
@@ -406,8 +405,8 @@ class AttrFilter(Filter):
         wanted = {f"{ns}.{attr}": want for ns, attr, want in self.tests}
         for namespace, attr, want in self.tests:
             have = seen[f"{namespace}.{attr}"] = file.attrs(namespace).get(attr)
-            glob = self._globs.get(want) if isinstance(want, str) else None
-            if not _attr_matches(have, want, glob):
+            read = self._wants.get(want) if isinstance(want, str) else None
+            if not _attr_matches(have, want, read):
                 return Verdict(False, f"{namespace}.{attr} is {have!r}", seen=seen, wanted=wanted)
         return Verdict(
             True, ", ".join(f"{key} {seen[key]!r} ~ {want!r}" for key, want in wanted.items()),
@@ -415,16 +414,22 @@ class AttrFilter(Filter):
         )  # fmt: skip
 
 
-def _attr_matches(have: Any, want: Any, glob: Pattern | None) -> bool:
+def _attr_want(want: str) -> tuple[Comparison | None, Pattern]:
+    cmp = _NUMBER_CMP.fullmatch(want.strip())
+    comparison = Comparison(cmp.group(1), float(cmp.group(2))) if cmp else None
+    return comparison, glob_pattern(want, ignore_case=True)
+
+
+def _attr_matches(have: Any, want: Any, read: tuple[Comparison | None, Pattern] | None) -> bool:
     if isinstance(want, bool):
         return (have is not None and have is not False) == want
     if have is None:
         return False
-    if isinstance(want, str):
-        cmp = re.match(r"^\s*(>=|<=|>|<|==|!=)\s*(-?\d+(?:\.\d+)?)\s*$", want)
-        if cmp and isinstance(have, int | float):
-            return Comparison(cmp.group(1), float(cmp.group(2))).test(float(have))
-        return glob is not None and glob.fullmatch(str(have)) is not None
+    if read is not None:
+        comparison, glob = read
+        if comparison is not None and isinstance(have, int | float):
+            return comparison.test(float(have))
+        return glob.fullmatch(str(have)) is not None
     return bool(have == want)
 
 
