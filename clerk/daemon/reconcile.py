@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sqlite_utils import Database
 
 from clerk.roots import Root, RootSet
-from clerk.rules.walk import Candidate, walk_root
+from clerk.rules.walk import Candidate, unreadable, walk_root
 from clerk.store.catalog import Catalog, unchanged
 from clerk.store.inflight import inflight
 
@@ -37,7 +37,7 @@ def walk_changes(db: Database, root: Root, roots: RootSet) -> Walked:
     walked = Walked()
 
     def on_error(path: str, exc: OSError) -> None:
-        walked.errors.append(f"{path}: {exc.strerror or exc}")
+        walked.errors.append(unreadable(path, exc))
 
     for candidate in walk_root(root, roots, on_error=on_error):
         st = candidate.st

@@ -36,7 +36,7 @@ from clerk.daemon.settle import FloodGauge, Ready, Settler
 from clerk.daemon.watch import FsEvent, Overflow, Watchers
 from clerk.errors import ConfigError, Problem
 from clerk.fileops.types import OpResult
-from clerk.rules.walk import Candidate, accepts, candidate_for, walk_root
+from clerk.rules.walk import Candidate, accepts, candidate_for, unreadable, walk_root
 from clerk.store import write_txn
 from clerk.store.catalog import unchanged
 from clerk.store.events import record_file_error
@@ -89,7 +89,7 @@ class Daemon:
         self.app = app
         self.notifier = notifier or Notifier()
         self.intake: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.settler = Settler()
+        self.settler = Settler(on_refused=self._refused)
         self.flood = FloodGauge()
         self._holding = False  # a flood is on: complete files wait (see FloodGauge)
         self.watchers = Watchers(self.intake)
@@ -412,6 +412,12 @@ class Daemon:
             if not self._placed_by_us(candidate.path):
                 self.settler.touch(candidate.path, root, kind, now)
 
+    def _refused(self, path: str, exc: OSError) -> None:
+        """A link that arrived and that the walk would refuse: said as the walk says it."""
+        message = unreadable(path, exc)
+        self.record_error("watch", message)
+        log.warning("%s", message)
+
     def _placed_by_us(self, path: str) -> bool:
         placed = self._placed.get(path)
         if placed is None:
@@ -436,8 +442,9 @@ class Daemon:
                 continue
             st = item.st
             located = roots.locate(item.path) if st is not None else None
-            if st is not None and located is not None and not located[0].follow_symlinks:
-                # the settler's lstat just now found it complete: no second look
+            if st is not None and located is not None:
+                # the settler's look just now (the walk's `followed`) found it complete:
+                # no second look
                 candidate: Candidate | None = Candidate(located[0], item.path, located[1], st)
             else:
                 candidate = candidate_for(item.path, roots)
@@ -1022,7 +1029,7 @@ class Totals:
 
 def _collect(errors: list[str]) -> Callable[[str, OSError], None]:
     def on_error(path: str, exc: OSError) -> None:
-        errors.append(f"{path}: cannot read: {exc.strerror or exc}")
+        errors.append(unreadable(path, exc))
 
     return on_error
 

@@ -13,6 +13,10 @@ path into the turn that made it (a still-open file under `settle: 0s` was looked
 again at once, forever). A file that stays open and unchanged is looked at less and less
 often (the interval doubles up to `OPEN_RECHECK_MAX`): its close wakes it anyway, the
 looks only notice a change or a lost close. One `due` call looks at most `limit` paths.
+A path is judged by what the walk judges it by (`clerk.rules.walk.followed`): a symlink
+in a root that follows them by the file it leads to, made without an open (nothing to
+wait for but that file); what the walk skips is dropped, and a link it refuses (another
+user's, a dangling one) is reported through `on_refused`, as the walk reports it.
 Only the worker thread uses a `Settler`; it is not thread-safe.
 """
 
@@ -24,9 +28,11 @@ import math
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from clerk.roots import Root
+from clerk.rules.walk import followed
 
 STUCK_OPEN_FACTOR = 12
 STUCK_OPEN_MINIMUM = 60.0
@@ -43,7 +49,7 @@ class Pending:
     observed: tuple[int, int] | None = None  # (size, mtime_ns) at `observed_at`
     observed_at: float = 0.0
     closed: bool = False
-    st: os.stat_result | None = None  # the last lstat of `_check`
+    st: os.stat_result | None = None  # what the last `_check` judged it by (walk.followed)
     open_wait: float = 0.0  # the interval between looks while open and unchanged (backoff)
 
 
@@ -52,11 +58,13 @@ class Ready:
     path: str
     root: Root
     trigger: str
-    st: os.stat_result | None = None  # the lstat that found it complete
+    st: os.stat_result | None = None  # the stat that found it complete (walk.followed)
 
 
 class Settler:
-    def __init__(self) -> None:
+    def __init__(self, on_refused: Callable[[str, OSError], None] | None = None) -> None:
+        #: told of a symlink the walk would refuse, with the walk's reason
+        self.on_refused = on_refused
         self.pending: dict[str, Pending] = {}
         self._open: dict[str, int] = {}
         self._heap: list[tuple[float, int, str]] = []
@@ -163,14 +171,24 @@ class Settler:
     def _check(self, path: str, entry: Pending, now: float) -> bool | None:
         """True: complete; False: gone (drop it); None: look again later."""
         try:
-            st = os.lstat(path)
+            lst = os.lstat(path)
         except OSError:
             self._open.pop(path, None)
             return False
-        if not stat.S_ISREG(st.st_mode):
+        try:
+            st = followed(entry.root, path, lst)  # what the walk would judge it by
+        except OSError as exc:  # a link the root follows but clerk does not: say so
+            self._open.pop(path, None)
+            if self.on_refused is not None:
+                self.on_refused(path, exc)
+            return False
+        if st is None or not stat.S_ISREG(st.st_mode):
+            self._open.pop(path, None)
             return False
         entry.st = st
-        if st.st_nlink > 1:  # a hard link's IN_CREATE: made without an open, nothing to wait for
+        if stat.S_ISLNK(lst.st_mode) or lst.st_nlink > 1:
+            # a symlink's or a hard link's IN_CREATE: made without an open, nothing to wait
+            # for (a followed link's target settles by its size and mtime)
             self._open.pop(path, None)
         seen = (st.st_size, st.st_mtime_ns)
         settle = entry.root.settle

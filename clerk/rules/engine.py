@@ -44,7 +44,7 @@ from clerk.rules.model import (
     Skip,
 )
 from clerk.rules.templates import Renderer
-from clerk.rules.walk import Candidate, candidate_for, refuse_ignored, walk_root
+from clerk.rules.walk import Candidate, candidate_for, refuse_ignored, unreadable, walk_root
 from clerk.store import store_path, write_txn
 from clerk.store.catalog import Catalog, CatalogRow, CatalogWriter
 from clerk.store.events import record_file_error
@@ -786,7 +786,7 @@ class Engine:
 
     def _walk_error(self, summary: Summary) -> Callable[[str, OSError], None]:
         def on_error(path: str, exc: OSError) -> None:
-            summary.error(f"{path}: cannot read: {exc.strerror or exc}")
+            summary.error(unreadable(path, exc))
 
         return on_error
 

@@ -10,7 +10,8 @@ The walk asks the same questions one name at a time as it goes down (`_Selection
 
 What a path is decides the rest, from its lstat: symlinks are skipped (unless the root
 says `follow_symlinks: true`, and then only links clerk's own user made are followed:
-`foreign_link`), and so are FIFOs, sockets and devices; directories that are other
+`foreign_link`; `followed` is the one answer, the walk's, the daemon's settler's and
+explicit paths'), and so are FIFOs, sockets and devices; directories that are other
 roots are walked as themselves.
 """
 
@@ -162,19 +163,15 @@ def walk_root(
                     on_error(entry.path, exc)
                 continue
             if stat.S_ISLNK(st.st_mode):
-                if not root.follow_symlinks:
-                    continue
-                refused = foreign_link(st)
-                if refused is not None:
-                    if on_error is not None:
-                        on_error(entry.path, PermissionError(errno.EPERM, refused, entry.path))
-                    continue
                 try:
-                    st = entry.stat(follow_symlinks=True)
-                except OSError as exc:  # a dangling link is worth saying
+                    target = followed(root, entry.path, st)
+                except OSError as exc:  # another user's link, a dangling one: worth saying
                     if on_error is not None:
                         on_error(entry.path, exc)
                     continue
+                if target is None:
+                    continue
+                st = target
             mode = st.st_mode
             if stat.S_ISREG(mode):
                 yield Candidate(root, entry.path, entry.path[base_len:], st)
@@ -182,6 +179,13 @@ def walk_root(
                 subdirs.append(entry.path)
         # reversed so that directories are visited in listing order
         stack.extend(reversed(subdirs))
+
+
+def unreadable(path: str, exc: OSError) -> str:
+    """What clerk says of an entry the walk could not look at (its `on_error`), or of a
+    link it does not follow: one wording for `clerk scan`, reconcile, sweeps and the
+    daemon's events."""
+    return f"{path}: cannot read: {exc.strerror or exc}"
 
 
 def foreign_link(st: os.stat_result) -> str | None:
@@ -195,6 +199,23 @@ def foreign_link(st: os.stat_result) -> str | None:
     if st.st_uid in (os.geteuid(), 0):
         return None
     return f"a symlink uid {st.st_uid} made: not followed (only clerk's own user's are)"
+
+
+def followed(root: Root, path: str, st: os.stat_result) -> os.stat_result | None:
+    """What clerk judges the entry at `path` of `root` by, given its lstat `st`: the lstat
+    itself, or for a symlink the root follows, the stat of what it leads to. None: a
+    symlink in a root that does not follow them (skipped without a word). OSError: a
+    symlink the root follows but clerk does not, and why (another user made it:
+    `foreign_link`; it leads nowhere). The one answer for the walk, the daemon's events
+    and explicit paths."""
+    if not stat.S_ISLNK(st.st_mode):
+        return st
+    if not root.follow_symlinks:
+        return None
+    refused = foreign_link(st)
+    if refused is not None:
+        raise PermissionError(errno.EPERM, refused, path)
+    return os.stat(path)
 
 
 def candidate_for(path: str, roots: RootSet) -> Candidate | None:
@@ -217,11 +238,7 @@ def explicit_candidate(path: str, roots: RootSet) -> Candidate:
     refuse_ignored(path, root, relpath)
     try:
         st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode) and root.follow_symlinks:
-            refused = foreign_link(st)
-            if refused is not None:
-                raise ClerkError(f"{path}: {refused}")
-            st = os.stat(path)
+        st = followed(root, path, st) or st  # a link the root does not follow: no file
     except OSError as exc:
         raise ClerkError(f"{path}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(st.st_mode):
