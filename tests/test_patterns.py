@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -170,3 +171,31 @@ def test_name_globs_mean_what_fnmatch_means(glob: str, name: str, matched: bool)
     from clerk.rules.patterns import glob_pattern
 
     assert (glob_pattern(glob, ignore_case=True).fullmatch(name) is not None) == matched
+
+
+def test_a_catastrophic_pattern_does_not_pin_the_daemon(
+    tmp_path: Path, clerk_home: Path, write_rules: Callable[[str], Path]
+) -> None:
+    from test_daemon_support import files_under, running_daemon, wait_until, write_config
+
+    inbox, archive = tmp_path / "inbox", tmp_path / "archive"
+    inbox.mkdir()
+    archive.mkdir()
+    write_rules(
+        f"roots:\n  inbox: {{path: {inbox}, settle: 0.3s}}\n"
+        f"  archive: {{path: {archive}, watch: false}}\nrules:\n"
+        f"  - {{name: evil, in: inbox, match: [{{content: '{EVIL}'}}],"
+        f" actions: [{{move: '{archive}/evil/{{name}}'}}]}}\n"
+        f"  - {{name: text, in: inbox, match: [{{extension: txt}}],"
+        f" actions: [{{move: '{archive}/{{name}}'}}]}}\n"
+    )
+    write_config(clerk_home, "reconcile_interval: 1h\n")
+    with running_daemon(tmp_path) as (daemon, _):
+        (inbox / "evil.txt").write_text(EVIL_TEXT)  # pinned a worker for good before
+        (inbox / "after.txt").write_text("hello")
+        wait_until(
+            lambda: files_under(archive) == ["after.txt", "evil.txt"],
+            what="both files organized, the one after the evil one too",
+        )
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
