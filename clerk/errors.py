@@ -57,7 +57,16 @@ class SpecError(ValueError):
     The loader turns it into a `Problem` at the location of the offending value, so the
     message should say what is wrong and what would be right, e.g.
     ``size wants a comparison like ">= 10KB", got "big"``.
+
+    `key` (and `index`, an item of a list value) names the value that is wrong, where
+    the error is about one key of several: an executor's task keys, which `clerk check`
+    then reports at that key (item) rather than at the task.
     """
+
+    def __init__(self, message: str = "", *, key: str | None = None, index: int | None = None):
+        super().__init__(message)
+        self.key = key
+        self.index = index
 
 
 class RenderError(ClerkError):

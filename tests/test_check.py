@@ -13,6 +13,7 @@ import pytest
 from clerk.config import Config, Paths, Settings
 from clerk.errors import Problem, SpecError
 from clerk.plugins.api import Classifier, EffectAction, FileOpAction, Filter, Verdict
+from clerk.plugins.builtin.executors import BUILTIN_EXECUTORS
 from clerk.plugins.manager import Registry, make_plugin_manager
 from clerk.roots import Root, RootSet
 from clerk.rules.check import check_rules, load_and_check
@@ -108,6 +109,7 @@ def make_registry() -> Registry:
     registry.filters.update(extension=Ext, regex=Regex, attr=Attr)
     registry.actions.update(move=Move, rename=Rename, tag=Tag, run=Run, broken=Broken)
     registry.classifiers["exif"] = Exif()
+    registry.executors.update(BUILTIN_EXECUTORS)  # they check their own tasks' keys
     return registry
 
 
@@ -751,3 +753,37 @@ def load_and_check_text(tmp_path: Path, text: str) -> tuple[RuleSet, list[Proble
     registry = make_plugin_manager(autoload=False).registry()
     ruleset, problems = load_rules([write(tmp_path, "rules.yaml", text)], registry)
     return ruleset, problems + check_rules(ruleset, registry, check_paths=True)
+
+
+def test_each_built_in_executor_checks_its_own_keys_where_they_were_written(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """What building the task says, at the key (or list item) it is about: http's url
+    scheme and method were only found when the task ran."""
+    problems = check(
+        tmp_path,
+        """
+        workflows:
+          w:
+            tasks:
+              - {name: a, executor: shell, command: ["true", [nested]]}
+              - {name: b, executor: shell, command: ["true"], env: [A=1]}
+              - {name: c, executor: http, url: ftp://example.org/x}
+              - {name: d, executor: http, url: "https://example.org", method: FETCH}
+              - {name: e, executor: python, call: "m:f", kwargs: [1]}
+        ---
+        apiVersion: clerk/v1
+        kind: Task
+        metadata: {name: t}
+        spec: {executor: shell, command: ["true"], workingDir: 3}
+        """,
+        registry,
+    )
+    assert spots(problems) == [
+        "4:54: command arguments are text, got ['nested']",
+        "5:60: env: wants a mapping of names to values",
+        "6:40: url: wants http:// or https://, got 'ftp://example.org/x'",
+        "7:71: method: wants one of GET, POST, PUT, PATCH, DELETE, got 'FETCH'",
+        "8:58: kwargs: wants a mapping",
+        "13:56: cwd: wants a directory",  # workingDir: the resource form's name for it
+    ]

@@ -297,3 +297,57 @@ def test_trace_plugins_logs_hook_calls(
     traced = clerk("-vv", "scan", env={"CLERK_TRACE_PLUGINS": "1"}, check=True)
     assert "file_classified [hook]" in traced.stderr, traced.stderr
     assert "a.txt" in traced.stderr  # with its arguments
+
+
+SCRIPT_SHELL = """
+from clerk.engine.api import Executor, TaskResult
+from clerk.plugins.api import SpecError, hookimpl
+
+class ScriptShell(Executor):
+    '''A `shell` that takes one script, `script: "echo hi"`, instead of an argv list.'''
+
+    keys = ("script",)
+
+    def __init__(self, config):
+        super().__init__(config)
+        if not isinstance(config.get("script"), str):
+            raise SpecError("this shell wants script: (the text of a script)", key="script")
+
+    def execute(self, context):
+        return TaskResult(True)
+
+@hookimpl
+def register_executors(register):
+    register("shell", ScriptShell)
+"""
+
+
+def test_a_plugin_that_replaces_shell_checks_shell_tasks_itself(
+    plugins_dir: Path,
+    clerk_home: Path,
+    write_rules,
+    clerk,  # type: ignore[no-untyped-def]
+) -> None:
+    """`clerk check` asks the class registered under a task's executor name, not the
+    built-in rules for that name (they reported a missing command: for every task)."""
+    (plugins_dir / "script_shell.py").write_text(SCRIPT_SHELL)
+    (clerk_home / "config.yaml").write_text(f"plugins: {{dir: {plugins_dir}}}\n")
+    write_rules(
+        textwrap.dedent("""\
+        workflows:
+          w:
+            tasks:
+              - {name: good, executor: shell, script: "echo hi"}
+              - {name: bad, executor: shell, script: [echo, hi]}
+              - {name: argv, executor: shell, command: ["true"]}
+        """)
+    )
+    result = clerk("check")
+    lines = [line.split(":", 1)[1] for line in result.stdout.splitlines() if "rules.yaml:" in line]
+    assert lines == [
+        "5:46: this shell wants script: (the text of a script)",  # at the value it names
+        "6:32: this shell wants script: (the text of a script)",  # none: at the executor
+        "6:39: warning: unknown task key 'command' (expected one of: depends_on, description,"
+        " executor, fallback, name, on_failure, on_interrupt, resources, retry, script,"
+        " timeout)",
+    ], result.stdout + result.stderr

@@ -2,8 +2,10 @@
 
 An executor class is registered by name through the `register_executors` hook. It is
 built once per task of a run with the task's executor keys (`command`, `env`, `call`,
-`url`, ...; raise `SpecError` when they are wrong) and its `execute` is called in a
-worker thread, once per attempt. It must return when the attempt is over, stop early
+`url`, ...; raise `SpecError` when they are wrong, naming the key with `key=`) and its
+`execute` is called in a worker thread, once per attempt. `clerk check` asks the class
+registered under the task's executor name (`Executor.check`) what is wrong with a
+task: by default, what building it says. It must return when the attempt is over, stop early
 when `context.cancel` is set, and enforce `context.timeout` itself (the shell executor
 kills the whole process group).
 """
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from clerk.engine.model import TaskSpec
+from clerk.engine.model import TaskConfig, TaskSpec
+from clerk.errors import Problem, SpecError
 
 # Error codes the engine itself uses; executors may add their own.
 TIMEOUT = "timeout"
@@ -99,15 +102,35 @@ class Executor(ABC):
     """Base of every executor; see the module docstring."""
 
     #: the task keys this executor reads beside the engine's own (`clerk check` accepts
-    #: them without a warning and builds the executor to validate a task's values)
+    #: them without a warning; `check` validates their values)
     keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Mapping[str, Any]):
         self.config = dict(config)
 
+    @classmethod
+    def check(cls, config: TaskConfig) -> list[Problem]:
+        """What is wrong with a task's executor keys, each problem where it was written
+        (`config.where(key)`), for `clerk check`. By default the task is built as a run
+        would build it: its `SpecError` is the problem (at the key it names). Override
+        to add more (the shell executor warns about a program it cannot find)."""
+        return problems_building(cls, config)
+
     @abstractmethod
     def execute(self, context: TaskContext) -> TaskResult:
         """Run one attempt and report how it ended (never raise for a task's failure)."""
+
+
+def problems_building(cls: type, config: TaskConfig) -> list[Problem]:
+    """Build executor `cls` (any registered class) for the task: what it refuses."""
+    try:
+        cls(config)
+    except SpecError as exc:
+        return [config.problem(exc)]
+    except Exception as exc:  # a plugin's bug must not crash `clerk check`
+        return [Problem(config.where(), f"executor {config.executor!r} failed on this task:"
+                                        f" {type(exc).__name__}: {exc}")]  # fmt: skip
+    return []
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
 
-from clerk.errors import ClerkError, SpecError
+from clerk.errors import ClerkError, Location, Problem, SpecError
 from clerk.units import parse_duration, parse_size
 
 _T = TypeVar("_T")
@@ -126,6 +126,54 @@ _RENAMED = {"workingDir": "cwd"}
 def executor_config(task: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of a task that go to its executor (everything the engine does not own)."""
     return {_RENAMED.get(k, k): v for k, v in task.items() if k not in _ENGINE_KEYS}
+
+
+def written_key(key: str, resource: bool) -> str:
+    """How an executor key (`cwd`) is written in a task of the compact or resource form."""
+    if resource:
+        return next((raw for raw, ours in _RENAMED.items() if ours == key), key)
+    return key
+
+
+class TaskConfig(dict[str, Any]):
+    """A task's executor keys, as `executor_config` gives them, that know where they
+    were written: what an executor's `check` (`clerk check`) is handed.
+
+    `where(key)` is the file:line:col of the value under `key`, `where(key, index)` of
+    item `index` of that (list) value, `where()` of the task's `executor:`. A task
+    written in code has no positions: then the file alone (`<workflow NAME>`).
+    """
+
+    def __init__(self, task: Mapping[str, Any], *, executor: str, file: str,
+                 resource: bool = False):  # fmt: skip
+        super().__init__(executor_config(task))
+        self.executor = executor  # the name the task gave (a plugin may register any)
+        self.file = file
+        self.resource = resource
+        self._task = task  # the task as read (ruamel's mappings carry positions)
+
+    def where(self, key: str | None = None, index: int | None = None) -> Location:
+        from clerk.yamlsrc import key_location, node_location, value_location
+
+        task = self._task
+        if key is None:
+            key = "executor"
+            if key not in task:
+                return node_location(self.file, task)
+            return value_location(self.file, task, key)
+        written = written_key(key, self.resource)
+        if written not in task:
+            return self.where()
+        if index is not None and isinstance(task[written], list):
+            return key_location(self.file, task[written], index)
+        return value_location(self.file, task, written)
+
+    def problem(self, error: SpecError) -> Problem:
+        """An executor's SpecError as a problem: at the key it names, else at the task's
+        `executor:`, saying whose complaint it is."""
+        if error.key is not None:
+            return Problem(self.where(error.key, error.index), str(error))
+        return Problem(self.where(), f"{self.executor} task: {error}")
 
 
 def build_workflows(raw: Mapping[str, Any]) -> dict[str, Workflow]:

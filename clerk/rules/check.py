@@ -2,9 +2,10 @@
 
 `check_rules` looks across rules, roots and workflows: unknown roots and workflows,
 duplicate names, template fields nothing provides, destinations outside every root,
-missing root directories, and the workflows themselves (kept raw until the execution
-engine defines their model): executors, argv commands, durations, sizes, `depends_on`
-references and cycles, missing executables. Every finding is a `Problem`; nothing here
+missing root directories, and the workflows themselves: durations, sizes, retries,
+`depends_on` references and cycles, and each task's executor keys, which the class
+registered under its executor name checks itself (`Executor.check`: a plugin that
+replaces `shell` validates shell tasks). Every finding is a `Problem`; nothing here
 raises for anything a user wrote.
 """
 
@@ -12,14 +13,20 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clerk.config import Config
-from clerk.engine.model import interrupt_key, parse_on_interrupt, parse_process_limit
+from clerk.engine.api import Executor, problems_building
+from clerk.engine.model import (
+    TaskConfig,
+    interrupt_key,
+    parse_on_interrupt,
+    parse_process_limit,
+    written_key,
+)
 from clerk.errors import ClerkError, Location, Problem, SpecError
 from clerk.plugins.manager import Registry
 from clerk.rules.fileinfo import FIELD_SAMPLES, STANDARD_FIELDS
@@ -36,8 +43,6 @@ from clerk.rules.templates import spec_problem, template_specs
 from clerk.units import parse_duration, parse_size
 from clerk.yamlsrc import key_location, node_location, value_location
 
-BUILTIN_EXECUTORS: tuple[str, ...] = ("shell", "python", "http")
-_CALL = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _CPU = re.compile(r"^\d+(\.\d+)?m?$")  # 2, 0.5 or Kubernetes-style 500m
 
 
@@ -89,20 +94,10 @@ def check_rules(ruleset: RuleSet, registry: Registry, *, check_paths: bool = Tru
     for rule in ruleset.rules:
         checker.check_rule(rule)
     checker.check_duplicate_rules()
-    workflows = _WorkflowChecker(checker.problems, _executors(registry), ruleset)
-    workflows.executor_classes = dict(getattr(registry, "executors", None) or {})
+    workflows = _WorkflowChecker(checker.problems, registry.executors, ruleset)
     for source in _workflow_sources(ruleset):
         workflows.check(source)
     return checker.problems
-
-
-def _executors(registry: Registry) -> list[str]:
-    # the built-ins are known even to a registry built by hand (tests); plugins add more
-    extra = getattr(registry, "executors", None) or {}
-    return [
-        *BUILTIN_EXECUTORS,
-        *(n for n in extra if isinstance(n, str) and n not in BUILTIN_EXECUTORS),
-    ]
 
 
 def _workflow_sources(ruleset: RuleSet) -> list[WorkflowSource]:
@@ -358,17 +353,15 @@ class _Dialect:
     workflow_keys: tuple[str, ...]
 
 
-_TASK_KEYS = (
-    "name", "executor", "command", "call", "args", "kwargs", "env", "url", "method",
-    "headers", "body", "timeout", "resources", "description", "fallback",
-)  # fmt: skip
+# the engine's own task keys; the executor's are its class's `keys`
+_TASK_KEYS = ("name", "executor", "timeout", "resources", "description", "fallback")
 _TIMER = ("schedule", "every")  # a workflow the daemon starts on a cron or an interval
 COMPACT = _Dialect(
     depends_on="depends_on",
     retry="retry",
     retry_keys=("max", "backoff", "factor", "max_backoff", "jitter"),
     retry_max="max",
-    task_keys=(*_TASK_KEYS, "cwd", "depends_on", "retry", "on_failure", interrupt_key(False)),
+    task_keys=(*_TASK_KEYS, "depends_on", "retry", "on_failure", interrupt_key(False)),
     workflow_keys=("tasks", "parallelism", "description", "timeout", *_TIMER, "on_failure"),
 )
 RESOURCE = _Dialect(
@@ -377,7 +370,7 @@ RESOURCE = _Dialect(
     retry_keys=("maxRetries", "backoff", "factor", "maxBackoff", "jitter"),
     retry_max="maxRetries",
     task_keys=(
-        *_TASK_KEYS, "workingDir", "dependsOn", "retryPolicy", "onFailure", "taskRef",
+        *_TASK_KEYS, "dependsOn", "retryPolicy", "onFailure", "taskRef",
         interrupt_key(True),
     ),
     workflow_keys=(
@@ -390,15 +383,15 @@ RESOURCE = _Dialect(
 class _WorkflowChecker:
     """Validates workflow definitions in either form, pointing into their YAML."""
 
-    def __init__(self, problems: list[Problem], executors: list[str], ruleset: RuleSet):
+    def __init__(self, problems: list[Problem], executors: Mapping[str, type], ruleset: RuleSet):
         self.problems = problems
-        self.executors = executors
+        self.executor_classes = dict(executors)  # name -> the class registered under it
+        self.executors = list(executors)
         self.ruleset = ruleset
         self.file = "<workflows>"
         loaded = ruleset if isinstance(ruleset, LoadedRuleSet) else None
         sources = loaded.workflow_sources if loaded else {}
         self.task_resources = sorted(n for n, s in sources.items() if s.form == "Task")
-        self.executor_classes: dict[str, Any] = {}  # name -> class: their own task keys
 
     def error(self, where: Location, message: str, severity: str = "error") -> None:
         self.problems.append(Problem(where, message, severity))
@@ -460,10 +453,9 @@ class _WorkflowChecker:
 
     def check_task(self, task: Any, dialect: _Dialect, name: int | None) -> str | None:
         """Check one task; return its name (tasks in a workflow need one)."""
-        executor = task.get("executor")
-        executor_class = self.executor_classes.get(executor) if isinstance(executor, str) else None
-        own_keys = tuple(getattr(executor_class, "keys", ()) or ())
-        self.check_keys(task, (*dialect.task_keys, *own_keys), "task key")
+        resource = dialect is RESOURCE
+        self.check_keys(task, (*dialect.task_keys, *self.executor_keys(task, resource)),
+                        "task key")  # fmt: skip
         task_name = None
         if name is not None:
             task_name = task.get("name")
@@ -474,14 +466,20 @@ class _WorkflowChecker:
         if "taskRef" in task:
             self.check_task_ref(task)
         else:
-            self.check_executor(task)
+            self.check_executor(task, resource)
         self.duration(task, "timeout")
         self.check_retry(task, dialect)
         self.check_on_interrupt(task, interrupt_key(dialect is RESOURCE))
         self.check_resources(task)
-        self.check_mapping(task, "env")
-        self.check_mapping(task, "kwargs")
         return task_name
+
+    def executor_keys(self, task: Any, resource: bool) -> list[str]:
+        """The task keys its executor reads, as the task's form writes them; for a task
+        whose executor is not known, those of every executor (it gets one error)."""
+        executor = task.get("executor")
+        cls = self.executor_classes.get(executor) if isinstance(executor, str) else None
+        classes = [cls] if cls is not None else list(self.executor_classes.values())
+        return [written_key(k, resource) for c in classes for k in getattr(c, "keys", ()) or ()]
 
     def node_at(self, node: Any) -> Location:
         return node_location(self.file, node)
@@ -491,86 +489,28 @@ class _WorkflowChecker:
         if not isinstance(ref, str) or ref not in self.task_resources:
             self.error(self.value_at(task, "taskRef"), unknown("Task", ref, self.task_resources))
 
-    def check_executor(self, task: Any) -> None:
+    def check_executor(self, task: Any, resource: bool) -> None:
         executor = task.get("executor")
         if "executor" not in task:
             self.error(
                 self.node_at(task), f"a task needs an executor: ({', '.join(self.executors)})"
             )
             return
-        if not isinstance(executor, str) or executor not in self.executors:
+        if not isinstance(executor, str) or executor not in self.executor_classes:
             self.error(
                 self.value_at(task, "executor"), unknown("executor", executor, self.executors)
             )
             return
-        if executor not in BUILTIN_EXECUTORS and executor in self.executor_classes:
-            self.check_plugin_task(task, self.executor_classes[executor])
-        elif executor == "shell":
-            self.check_command(task)
-        elif executor == "python":
-            self.check_call(task)
-        elif executor == "http":
-            url = task.get("url")
-            if not isinstance(url, str) or not url.strip():
-                where = self.value_at(task, "url") if "url" in task else self.node_at(task)
-                self.error(where, "an http task needs url: (like https://example.org/hook)")
-
-    def check_plugin_task(self, task: Any, cls: Any) -> None:
-        """Build a plugin's executor with the task's own keys, as a run would: its
-        SpecError (a bad or missing key) is an error here, at the task's executor."""
-        from clerk.engine.model import executor_config
-
+        # the class registered under the name checks its own keys (a plugin's `shell` too)
+        cls = self.executor_classes[executor]
+        config = TaskConfig(task, executor=executor, file=self.file, resource=resource)
+        own_check = getattr(cls, "check", None) if issubclass(cls, Executor) else None
         try:
-            cls(executor_config(task))
-        except SpecError as exc:
-            self.error(self.value_at(task, "executor"), f"{task['executor']} task: {exc}")
-        except Exception as exc:  # a plugin bug must not crash `clerk check`
-            self.error(
-                self.value_at(task, "executor"),
-                f"executor {task['executor']!r} failed on this task: {type(exc).__name__}: {exc}",
-            )
-
-    def check_command(self, task: Any) -> None:
-        command = task.get("command")
-        where = self.value_at(task, "command") if "command" in task else self.node_at(task)
-        if isinstance(command, str):
-            self.error(
-                where,
-                "command: wants a list of arguments, like [ocrmypdf, '{path}', '{dir}/out.pdf']"
-                ": clerk never runs a shell string",
-            )
-            return
-        if not isinstance(command, list) or not command:
-            self.error(where, "a shell task needs command: (a non-empty list of arguments)")
-            return
-        for index, arg in enumerate(command):
-            if not isinstance(arg, str | int | float) or isinstance(arg, bool):
-                self.error(self.key_at(command, index), f"command arguments are text, got {arg!r}")
-                return
-        self.check_executable(str(command[0]), self.key_at(command, 0))
-
-    def check_executable(self, program: str, where: Location) -> None:
-        if "{" in program:
-            return  # rendered per file
-        if "/" in program:
-            path = os.path.expanduser(program)
-            found = os.path.isfile(path) and os.access(path, os.X_OK)
-        else:
-            found = shutil.which(program) is not None
-        if not found:
-            self.error(where, f"executable {program!r} not found", "warning")
-
-    def check_call(self, task: Any) -> None:
-        call = task.get("call")
-        if not isinstance(call, str) or not _CALL.match(call):
-            where = self.value_at(task, "call") if "call" in task else self.node_at(task)
-            self.error(where, f"a python task needs call: 'package.module:function', got {call!r}")
-        isolation = task.get("isolation", "process")
-        if isolation not in ("process", "thread"):
-            self.error(
-                self.value_at(task, "isolation"),
-                f"isolation: is process (the default) or thread, got {isolation!r}",
-            )
+            problems = own_check(config) if own_check else problems_building(cls, config)
+        except Exception as exc:  # a plugin's bug must not crash `clerk check`
+            problems = [Problem(config.where(), f"executor {executor!r} failed on this task:"
+                                                f" {type(exc).__name__}: {exc}")]  # fmt: skip
+        self.problems.extend(problems)
 
     def check_retry(self, task: Any, dialect: _Dialect) -> None:
         retry = task.get(dialect.retry)
@@ -626,10 +566,6 @@ class _WorkflowChecker:
                 parse_process_limit(resources["processes"])
             except SpecError as exc:
                 self.error(self.value_at(resources, "processes"), str(exc))
-
-    def check_mapping(self, node: Any, key: str) -> None:
-        if key in node and not isinstance(node[key], dict):
-            self.error(self.value_at(node, key), f"{key}: wants a mapping")
 
     def number(self, node: Any, key: str, *, minimum: float, whole: bool) -> None:
         if key not in node:

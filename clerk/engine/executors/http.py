@@ -36,19 +36,22 @@ _RETRYABLE = {408, 429}
 
 
 class HttpExecutor(Executor):
+    keys = ("url", "method", "headers", "body")
+
     def __init__(self, config: Mapping[str, Any]):
         super().__init__(config)
         url = config.get("url")
         if not isinstance(url, str) or not url.strip():
-            raise SpecError("an http task needs url: (like https://example.org/hook)")
+            raise SpecError("an http task needs url: (like https://example.org/hook)", key="url")
         if not url.split("{", 1)[0].startswith(("http://", "https://")) and url[0] != "{":
-            raise SpecError(f"url: wants http:// or https://, got {url!r}")
+            raise SpecError(f"url: wants http:// or https://, got {url!r}", key="url")
         method = str(config.get("method", "POST")).upper()
         if method not in METHODS:
-            raise SpecError(f"method: wants one of {', '.join(METHODS)}, got {method!r}")
+            raise SpecError(f"method: wants one of {', '.join(METHODS)}, got {method!r}",
+                            key="method")  # fmt: skip
         headers = config.get("headers") or {}
         if not isinstance(headers, dict):
-            raise SpecError("headers: wants a mapping")
+            raise SpecError("headers: wants a mapping", key="headers")
         self.url, self.method = url, method
         self.headers = {str(k): str(v) for k, v in headers.items()}
         self.body = config.get("body")

@@ -59,22 +59,28 @@ class PythonExecutor(Executor):
         super().__init__(config)
         call = config.get("call")
         if not isinstance(call, str) or not _CALL.match(call):
-            raise SpecError(f"a python task needs call: 'package.module:function', got {call!r}")
+            raise SpecError(f"a python task needs call: 'package.module:function', got {call!r}",
+                            key="call")  # fmt: skip
         kwargs = config.get("kwargs") or {}
         env = config.get("env") or {}
-        if not isinstance(kwargs, dict) or not isinstance(env, dict):
-            raise SpecError("kwargs: and env: want mappings")
+        for key, value in (("kwargs", kwargs), ("env", env)):
+            if not isinstance(value, dict):
+                raise SpecError(f"{key}: wants a mapping", key=key)
         self.call = call
         self.kwargs = kwargs
         self.env = {str(k): str(v) for k, v in env.items()}
         self.cwd = config.get("cwd")
         self.isolation = config.get("isolation", "process")
         if self.isolation not in ISOLATIONS:
-            raise SpecError(f"isolation: wants process or thread, got {self.isolation!r}")
+            raise SpecError(
+                f"isolation: is process (the default) or thread, got {self.isolation!r}",
+                key="isolation",
+            )
         if self.isolation == "thread" and (self.env or self.cwd):
             raise SpecError(
                 "isolation: thread runs in clerk's own process, which has one environment"
-                " and directory: env: and cwd: need isolation: process"
+                " and directory: env: and cwd: need isolation: process",
+                key="isolation",
             )
 
     def execute(self, context: TaskContext) -> TaskResult:
