@@ -134,7 +134,7 @@ rules:
 def test_a_rule_loop_stops_after_the_hop_limit(
     tmp_path: Path, clerk_home: Path, write_rules: Callable[[str], Path], clerk: Clerk
 ) -> None:
-    from clerk.daemon.service import MAX_HOPS
+    from clerk.daemon.followups import MAX_HOPS
 
     inbox, other = tmp_path / "inbox", tmp_path / "other"
     inbox.mkdir()

@@ -16,7 +16,7 @@ from sqlite_utils import Database
 from clerk.roots import Root, RootSet
 from clerk.rules.walk import Candidate, unreadable, walk_root
 from clerk.store.catalog import Catalog, unchanged
-from clerk.store.inflight import inflight
+from clerk.store.inflight import clear_inflight, drop_inflight, inflight, mark_inflight
 
 
 @dataclass
@@ -55,6 +55,32 @@ def walk_changes(db: Database, root: Root, roots: RootSet) -> Walked:
         else:
             walked.changed.append(candidate)
     return walked
+
+
+class InFlight:
+    """The files this daemon listed in flight (see clerk.store.inflight): listed until a
+    batch handles them, and after a clean walk of their root only what is still listed."""
+
+    def __init__(self, db: Database):
+        self._db = db
+        self._marked: set[tuple[str, str]] = set()  # (root, relpath)
+
+    def mark(self, candidates: list[Candidate], trigger: str, now_wall: float) -> None:
+        mark_inflight(self._db, candidates, trigger, now_wall)
+        self._marked.update((c.root.name, c.relpath) for c in candidates)
+
+    def unmark(self, batch: list[Candidate]) -> None:
+        """A batch handled these files: those listed leave the list."""
+        done = [c for c in batch if (c.root.name, c.relpath) in self._marked]
+        if done:
+            clear_inflight(self._db, done)
+            self._marked.difference_update((c.root.name, c.relpath) for c in done)
+
+    def walked(self, root: str, started: float) -> None:
+        """A clean walk of `root` that began at `started` handled what was listed before."""
+        drop_inflight(self._db, root, before=started)
+        self._marked = {k for k in self._marked if k[0] != root}
+        self._marked.update((root, relpath) for relpath in inflight(self._db, root))
 
 
 def root_device(root: Root) -> int | None:

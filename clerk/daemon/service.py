@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import heapq
-import itertools
 import logging
 import os
 import queue
@@ -27,9 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from clerk.daemon.followups import FollowUps
 from clerk.daemon.health import RootHealth
 from clerk.daemon.notify import Notifier, watchdog_interval
-from clerk.daemon.reconcile import walk_changes
+from clerk.daemon.reconcile import InFlight, walk_changes
 from clerk.daemon.runs import DaemonRuns
 from clerk.daemon.schedule import WORKFLOW_PREFIX, Schedules
 from clerk.daemon.settle import FloodGauge, Ready, Settler
@@ -37,15 +36,13 @@ from clerk.daemon.watch import FsEvent, Overflow, Watchers
 from clerk.errors import ConfigError, Problem
 from clerk.fileops.types import OpResult
 from clerk.rules.walk import Candidate, accepts, candidate_for, unreadable, walk_root
-from clerk.store import write_txn
 from clerk.store.catalog import unchanged
-from clerk.store.events import record_file_error
-from clerk.store.inflight import clear_inflight, drop_inflight, inflight, mark_inflight
+from clerk.store.inflight import inflight
 
 if TYPE_CHECKING:
     from clerk.app import App
     from clerk.roots import Root
-    from clerk.rules.engine import Engine, FileOutcome, Summary
+    from clerk.rules.engine import Engine, Summary
     from clerk.rules.model import RuleSet
     from clerk.store import Checkpointer
 
@@ -59,11 +56,7 @@ BACKLOG = 100  # ready files or queued events from which catalog rows are writte
 PLACED_TTL = 120.0  # how long events at a destination we placed are ours
 LAST_ERRORS = 20
 OVERFLOW_BACKLOG = 3.0  # seconds after the overflow's reconcile before opens count again
-AFTER_SLACK = 0.05  # look at an `after:` file this late: the monotonic and wall clocks drift
-_RELOCATING = frozenset({"move", "rename"})
 RUN_STOP_TIMEOUT = 20.0  # running tasks may finish this long on stop (TimeoutStopSec=30s)
-MAX_HOPS = 8  # rule moves of one file (dev, inode) within HOP_WINDOW before it is left be
-HOP_WINDOW = 600.0
 
 INITIALIZING, READY, PROCESSING, DEGRADED, STOPPING = (
     "INITIALIZING", "READY", "PROCESSING", "DEGRADED", "STOPPING",
@@ -94,6 +87,9 @@ class Daemon:
         self._holding = False  # a flood is on: complete files wait (see FloodGauge)
         self.watchers = Watchers(self.intake)
         self.health = RootHealth(self.watchers, self.record_error)
+        # built once the store is open (prepare): a second daemon must not open it at all
+        self.inflight: InFlight
+        self.follow_ups: FollowUps
         self.ruleset: RuleSet | None = None
         self.engine: Engine | None = None
         self.state = INITIALIZING
@@ -119,19 +115,10 @@ class Daemon:
         self._next_ping = 0.0
         self._ping_every = watchdog_interval()
         self.schedules: Schedules | None = None
-        # files to look at again at a given time: `after:` waits, and arrivals in another
-        # watched root through a rule (a chain); (monotonic due, seq, path, trigger)
-        self._due: list[tuple[float, int, str, str]] = []
-        self._due_at: dict[str, float] = {}
-        self._due_seq = itertools.count()
-        self._hops: dict[tuple[int, int], tuple[int, float]] = {}  # -> (hops, first hop)
-        self._marked: set[tuple[str, str]] = set()  # (root, relpath) listed in flight
         # While a backlog lasts, catalog rows go to one writer thread (Engine.writing_behind)
         # across batches; `_recent` holds the paths whose rows may still be on their way.
         self._behind: contextlib.ExitStack | None = None
         self._recent: set[str] = set()
-        self.hop_limited = 0
-        self._chain_roots: set[str] = set()
         self.runs = DaemonRuns(app)
 
     # --- start -----------------------------------------------------------------------------
@@ -144,7 +131,9 @@ class Daemon:
         # before the store opens: its connections leave WAL checkpoints (an fsync of
         # 50-150 ms) to a thread instead of stalling whichever batch crosses the limit
         self._checkpoints = checkpoint_in_background(self.app.config.store_path)
-        self.app.store  # noqa: B018 - opening migrates
+        db = self.app.store  # opening migrates
+        self.inflight = InFlight(db)
+        self.follow_ups = FollowUps(db, self.inflight, self.health, self.record_error)
         ruleset, problems = self.app.check()
         errors = [p for p in problems if p.severity == "error"]
         if errors:
@@ -162,10 +151,7 @@ class Daemon:
         self.engine = self.app.engine(ruleset, keep_outcomes=True, run_sink=self.runs.submit)
         self.runs.use(ruleset)
         self.health.use(self.watched_roots())
-        # watched roots whose rules take arrivals: a rule moving a file there is a chain
-        self._chain_roots = {
-            r.name for r in self.watched_roots() if ruleset.rules_for(r.name, "moved")
-        }
+        self.follow_ups.use(ruleset, self.engine)
 
     def watched_roots(self) -> list[Root]:
         assert self.ruleset is not None
@@ -249,7 +235,9 @@ class Daemon:
                 self.process_ready(ready)
             elif self.intake.empty():
                 self._write_now()
-            self._process_due(time.monotonic())
+            for trigger, due in self.follow_ups.take_due(time.monotonic()).items():
+                # not `_not_yet_handled`: the catalog knows these files, they are due anyway
+                self.run_rules(due, trigger)
         elif holding:
             self._write_now()
         self._ping()
@@ -282,7 +270,7 @@ class Daemon:
             deadline = self.settler.next_deadline()
             if deadline is not None and not self.paused:
                 wake_at = min(wake_at, deadline)
-            due = self._next_due()
+            due = self.follow_ups.next_due()
             if due is not None and not self.paused:
                 wake_at = min(wake_at, due)
         if self._ping_every:
@@ -546,8 +534,8 @@ class Daemon:
                 self._recent = {c.path for c in batch}
                 self._recent.update(r.dst for o in summary.outcomes for r in o.ops if r.dst)
             if tracked:
-                self._unmark(batch)
-                self._wait_for_after(batch, trigger, summary)
+                self.inflight.unmark(batch)
+                self.follow_ups.after_batch(batch, trigger, summary)
         except Exception as exc:  # the store or a plugin blew up: report, keep serving
             log.exception("processing %d file(s) failed", len(batch))
             self.record_error("process", f"{type(exc).__name__}: {exc}")
@@ -576,7 +564,7 @@ class Daemon:
             for result in outcome.ops:
                 if result.status == "done" and result.dst:
                     self._remember_placed(result, now)
-            self._follow_chain(outcome)
+        self.follow_ups.follow_chains(summary)
         for error in summary.errors:  # the engine's message per file: logged here, once
             self.record_error("rule", error)
             log.warning("%s", error)
@@ -611,133 +599,6 @@ class Daemon:
             if expires >= now:
                 return
             del self._placed[path]
-
-    # --- looking again: `after:` waits and rule chains -----------------------------------------
-    def _wait_for_after(self, batch: list[Candidate], trigger: str, summary: Summary) -> None:
-        """Files a rule with `after:` did not take yet because they changed too recently:
-        look at them again when the first such rule is due (not before: the engine checks
-        the mtime again then, so a file changed meanwhile waits anew). A file an earlier
-        rule took is not waited for: the first matching rule won. Listed as in flight,
-        so a restart's reconcile looks at them again too."""
-        assert self.ruleset is not None and self.engine is not None
-        if not any(rule.after for rule in self.ruleset.rules):
-            return
-        taken = {outcome.path for outcome in summary.outcomes if outcome.rules}
-        now_wall, now = time.time(), time.monotonic()
-        waiting: list[Candidate] = []
-        for candidate in batch:
-            rules = self.engine.rules_for(candidate.root.name, trigger, None)
-            rules = [rule for rule in rules if rule.after]
-            if not rules or candidate.path in taken:
-                continue
-            try:
-                st = os.lstat(candidate.path)
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) != (candidate.st.st_dev, candidate.st.st_ino):
-                continue
-            waits = [w for w in (r.waiting(st.st_mtime, now_wall) for r in rules) if w > 0]
-            if waits:
-                self._look_again(candidate.path, trigger, now + min(waits) + AFTER_SLACK)
-                waiting.append(candidate)
-        if waiting:
-            self._mark(waiting, trigger, now_wall)
-
-    def _follow_chain(self, outcome: FileOutcome) -> None:
-        """A rule moved a file into another watched root: that root's rules see it arrive
-        (the watch event is ours and ignored, the catalog already knows the file). A file
-        moved more than MAX_HOPS times within HOP_WINDOW is in a rule loop: left there."""
-        assert self.ruleset is not None and self.engine is not None
-        if not self._chain_roots:
-            return
-        moves = [r for r in outcome.ops if r.status == "done" and r.dst and r.kind in _RELOCATING]
-        relocated = moves[-1] if moves else None
-        dst = relocated.dst if relocated is not None else None
-        there = self.ruleset.roots.locate(dst) if dst is not None else None
-        if relocated is None or dst is None or there is None:
-            return
-        if there[0].name not in self._chain_roots:
-            return
-        root = there[0]
-        here = self.ruleset.roots.locate(outcome.path)
-        if here is None or here[0].name == root.name or not self.health.up(root.name):
-            return
-        try:
-            st = os.lstat(dst)
-        except OSError:
-            return
-        hops = self._count_hop((st.st_dev, st.st_ino))
-        if hops > MAX_HOPS:
-            self.hop_limited += 1
-            message = (
-                f"moved by rules {hops - 1} times within {HOP_WINDOW:g}s: a rule loop?"
-                f" left in root {root.name}"
-            )
-            self.record_error("hops", f"{dst}: {message}")
-            self._file_error(dst, message, relocated.file_id)
-            log.error("%s: %s", dst, message)
-            return
-        candidate = candidate_for(dst, self.ruleset.roots)
-        if candidate is None:
-            return
-        # listed in flight: a crash before the next step does not lose it (reconcile)
-        self._mark([candidate], "moved", time.time())
-        self._look_again(dst, "moved", time.monotonic())
-
-    def _mark(self, candidates: list[Candidate], trigger: str, now_wall: float) -> None:
-        """List files in flight (see clerk.daemon.reconcile) until a batch handles them."""
-        mark_inflight(self.app.store, candidates, trigger, now_wall)
-        self._marked.update((c.root.name, c.relpath) for c in candidates)
-
-    def _unmark(self, batch: list[Candidate]) -> None:
-        done = [c for c in batch if (c.root.name, c.relpath) in self._marked]
-        if done:
-            clear_inflight(self.app.store, done)
-            self._marked.difference_update((c.root.name, c.relpath) for c in done)
-
-    def _count_hop(self, identity: tuple[int, int]) -> int:
-        now = time.monotonic()
-        hops, first = self._hops.get(identity, (0, now))
-        if now - first > HOP_WINDOW:
-            hops, first = 0, now
-        self._hops[identity] = (hops + 1, first)
-        if len(self._hops) > 10_000:
-            for key in [k for k, (_, t) in self._hops.items() if now - t > HOP_WINDOW]:
-                del self._hops[key]
-        return hops + 1
-
-    def _look_again(self, path: str, trigger: str, due: float) -> None:
-        """Handle `path` at monotonic time `due` (the latest request for a path wins)."""
-        self._due_at[path] = due
-        heapq.heappush(self._due, (due, next(self._due_seq), path, trigger))
-
-    def _next_due(self) -> float | None:
-        while self._due:
-            due, _, path, _ = self._due[0]
-            if self._due_at.get(path) == due:
-                return due
-            heapq.heappop(self._due)  # superseded
-        return None
-
-    def _process_due(self, now: float) -> None:
-        assert self.ruleset is not None
-        by_trigger: dict[str, list[Candidate]] = {}
-        while self._due and self._due[0][0] <= now:
-            due, _, path, trigger = heapq.heappop(self._due)
-            if self._due_at.get(path) != due:
-                continue
-            del self._due_at[path]
-            candidate = candidate_for(path, self.ruleset.roots)
-            if candidate is not None and self.health.up(candidate.root.name):
-                by_trigger.setdefault(trigger, []).append(candidate)
-        for trigger, candidates in by_trigger.items():
-            # not `_not_yet_handled`: the catalog knows these files, they are due anyway
-            self.run_rules(candidates, trigger)
-
-    def _file_error(self, path: str, message: str, file_id: int | None) -> None:
-        """An error against the file, where the engine puts them (`clerk files show`)."""
-        with write_txn(self.app.store):
-            record_file_error(self.app.store, path, message, file_id=file_id)
 
     # --- reconcile ----------------------------------------------------------------------------
     def reconcile(self, reason: str) -> None:
@@ -790,9 +651,7 @@ class Daemon:
             with self.app.store.atomic():
                 assert self.engine.catalog is not None
                 self.engine.catalog.mark_gone(root.name, seen)
-            drop_inflight(self.app.store, root.name, before=walk_started)
-            self._marked = {k for k in self._marked if k[0] != root.name}
-            self._marked.update((root.name, p) for p in inflight(self.app.store, root.name))
+            self.inflight.walked(root.name, walk_started)
         others = sum(len(v) for k, v in todo.items() if k != "created")
         return [len(todo["created"]), others, deferred]
 
@@ -968,8 +827,8 @@ class Daemon:
             "ops_per_minute": self.ops_per_minute(),
             "processed": self.processed,
             "overflows": self.overflows,
-            "waiting": len(self._due_at),
-            "hop_limited": self.hop_limited,
+            "waiting": self.follow_ups.waiting,
+            "hop_limited": self.follow_ups.hop_limited,
             "watcher_restarts": self.watchers.restarts,
             "reconciles": self.reconciles,
             "last_reconcile": self.last_reconcile,
