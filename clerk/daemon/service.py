@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from clerk.daemon.followups import FollowUps
 from clerk.daemon.health import RootHealth
 from clerk.daemon.notify import Notifier, watchdog_interval
-from clerk.daemon.reconcile import InFlight, walk_changes
+from clerk.daemon.reconcile import InFlight, Reconciler
 from clerk.daemon.runs import DaemonRuns
 from clerk.daemon.schedule import WORKFLOW_PREFIX, Schedules
 from clerk.daemon.settle import FloodGauge, Ready, Settler
@@ -90,6 +90,7 @@ class Daemon:
         # built once the store is open (prepare): a second daemon must not open it at all
         self.inflight: InFlight
         self.follow_ups: FollowUps
+        self.reconciler: Reconciler
         self.ruleset: RuleSet | None = None
         self.engine: Engine | None = None
         self.state = INITIALIZING
@@ -97,8 +98,6 @@ class Daemon:
         self.paused = False
         self.last_errors: deque[dict[str, Any]] = deque(maxlen=LAST_ERRORS)
         self.overflows = 0
-        self.reconciles = 0
-        self.last_reconcile: float | None = None
         self.processed = 0
         self.reloads = 0
         self._ops: deque[tuple[float, int]] = deque()
@@ -109,8 +108,6 @@ class Daemon:
         self._trust_opens_at: float | None = None
         self._stop = False
         self._reload = False
-        self._reconcile_now: str | None = None  # why a reconcile is wanted before its time
-        self._next_reconcile = 0.0
         self._next_health = 0.0
         self._next_ping = 0.0
         self._ping_every = watchdog_interval()
@@ -134,6 +131,17 @@ class Daemon:
         db = self.app.store  # opening migrates
         self.inflight = InFlight(db)
         self.follow_ups = FollowUps(db, self.inflight, self.health, self.record_error)
+        self.reconciler = Reconciler(
+            db,
+            health=self.health,
+            settler=self.settler,
+            inflight=self.inflight,
+            apply=self.run_rules,
+            flush=self._write_now,
+            stopping=lambda: self._stop,
+            record_error=self.record_error,
+            interval=self.app.config.settings.reconcile_interval,
+        )
         ruleset, problems = self.app.check()
         errors = [p for p in problems if p.severity == "error"]
         if errors:
@@ -152,6 +160,7 @@ class Daemon:
         self.runs.use(ruleset)
         self.health.use(self.watched_roots())
         self.follow_ups.use(ruleset, self.engine)
+        self.reconciler.use(ruleset, self.engine)
 
     def watched_roots(self) -> list[Root]:
         assert self.ruleset is not None
@@ -162,7 +171,7 @@ class Daemon:
         self._install_signals()
         self.runs.start()  # runs of an earlier daemon first, then the rules' runs at once
         self.health.start_watchers()
-        self.reconcile("start")
+        self.reconciler.reconcile("start")
         self._sync_schedules()
         self._set_state()
         # what start-up built lives as long as the daemon: out of the collector's full
@@ -170,8 +179,7 @@ class Daemon:
         gc.freeze()
         self.notifier.ready(self.status_line())
         log.info("ready: %s", self.status_line())
-        now = time.monotonic()
-        self._next_reconcile = now + self._reconcile_every()
+        self.reconciler.schedule()
         while not self._stop:
             self._wait_and_drain()
             if self._stop:
@@ -179,11 +187,6 @@ class Daemon:
             self._tick()
         self._shutdown()
         return 0
-
-    def _reconcile_every(self) -> float:
-        interval = self.app.config.settings.reconcile_interval
-        # 0 turns the periodic reconcile off (start, reload and overflows still reconcile)
-        return interval if interval > 0 else float("inf")
 
     def _sync_schedules(self) -> None:
         assert self.ruleset is not None
@@ -216,11 +219,8 @@ class Daemon:
             else:
                 self.watchers.worker_idle.set()
                 log.info("the flood is over: %d file(s) waiting to settle", len(self.settler))
-        if not holding and (self._reconcile_now or now >= self._next_reconcile):
-            reason = self._reconcile_now or "interval"
-            self._reconcile_now = None
-            self.reconcile(reason)
-            self._next_reconcile = time.monotonic() + self._reconcile_every()
+        if not holding and self.reconciler.due(now):
+            self.reconciler.reconcile_due()
             if not self.settler.track_opens:
                 # events queued before the overflow arrive for a little while yet
                 self._trust_opens_at = time.monotonic() + OVERFLOW_BACKLOG
@@ -266,7 +266,7 @@ class Daemon:
             # a flood: complete files, looks again and reconciles wait for its end
             wake_at = min(self.flood.next_look(), self._next_health + 0.01, now + MAX_WAIT)
         else:
-            wake_at = min(self._next_reconcile, self._next_health + 0.01, now + MAX_WAIT)
+            wake_at = min(self.reconciler.next_at, self._next_health + 0.01, now + MAX_WAIT)
             deadline = self.settler.next_deadline()
             if deadline is not None and not self.paused:
                 wake_at = min(wake_at, deadline)
@@ -297,7 +297,7 @@ class Daemon:
             self.overflows += 1
             self.flood.overflowed(time.monotonic())
             self.settler.events_lost()
-            self._reconcile_now = "overflow"
+            self.reconciler.want("overflow")
             self.record_error("watch", "inotify queue overflowed: events lost; reconciling")
         elif isinstance(item, Command):
             item.reply.put(self.command(item))
@@ -600,66 +600,11 @@ class Daemon:
                 return
             del self._placed[path]
 
-    # --- reconcile ----------------------------------------------------------------------------
-    def reconcile(self, reason: str) -> None:
-        """Walk every watched root and handle what is new or changed since the catalog."""
-        assert self.ruleset is not None and self.engine is not None
-        self._write_now()  # the walk compares with the catalog: all of it
-        started = time.monotonic()
-        totals = [0, 0, 0]
-        for root in self.watched_roots():
-            if self._stop:
-                return
-            if not self.health.available(root):
-                continue
-            counts = self._reconcile_root(root)
-            totals = [a + b for a, b in zip(totals, counts, strict=True)]
-        self.reconciles += 1
-        self.last_reconcile = time.time()
-        log.info(
-            "reconcile (%s): %d new, %d changed, %d deferred to settle (%.2fs)",
-            reason, *totals, time.monotonic() - started,
-        )  # fmt: skip
-
-    def _reconcile_root(self, root: Root) -> list[int]:
-        assert self.ruleset is not None and self.engine is not None
-        walk_started = time.time()
-        walked = walk_changes(self.app.store, root, self.ruleset.roots)
-        now_wall, now = time.time(), time.monotonic()
-        deferred = 0
-        todo: dict[str, list[Candidate]] = {"created": [], "scan": []}
-        groups = [("created", c) for c in walked.new] + [("scan", c) for c in walked.changed]
-        groups += [(trigger, c) for c, trigger in walked.forced]
-        for trigger, candidate in groups:
-            path = candidate.path
-            if path in self.settler or self.settler.is_open(path):
-                deferred += 1
-            elif now_wall - candidate.st.st_mtime < root.settle:
-                # maybe still being written: settle decides
-                self.settler.touch(path, root, trigger, now)
-                deferred += 1
-            else:
-                todo.setdefault(trigger, []).append(candidate)
-        seen = set(walked.seen_ids)
-        for trigger, candidates in todo.items():
-            self.run_rules(candidates, trigger, seen_ids=seen)
-        for error in walked.errors:
-            self.record_error("reconcile", error)
-        # Only a clean, complete walk of a root that is still there may say a file is gone:
-        # an unmounted root or an unreadable directory must not empty the catalog.
-        if not walked.errors and not self._stop and self.health.available(root):
-            with self.app.store.atomic():
-                assert self.engine.catalog is not None
-                self.engine.catalog.mark_gone(root.name, seen)
-            self.inflight.walked(root.name, walk_started)
-        others = sum(len(v) for k, v in todo.items() if k != "created")
-        return [len(todo["created"]), others, deferred]
-
     # --- health -------------------------------------------------------------------------------
     def check_health(self) -> None:
         reason = self.health.check()
         if reason is not None:
-            self._reconcile_now = reason  # events were lost meanwhile
+            self.reconciler.want(reason)  # events were lost meanwhile
         down = self.runs.revive()
         if down is not None:
             self.record_error("runs", f"workflow runner restarted: {down}")
@@ -748,7 +693,7 @@ class Daemon:
         if old_roots != new_roots:
             self.health.restart_watchers()
         self.reloads += 1
-        self.reconcile("reload")
+        self.reconciler.reconcile("reload")
         self._sync_schedules()
         self._set_state()
         self.notifier.ready(self.status_line())
@@ -769,7 +714,7 @@ class Daemon:
                 self._set_state()
                 return {"ok": True, "paused": False}
             if cmd.name == "reconcile":
-                self.reconcile("requested")
+                self.reconciler.reconcile("requested")
                 return {"ok": True}
             if cmd.name == "run_job":
                 return self.run_job(str(cmd.args.get("name")), str(cmd.args.get("why", "manual")))
@@ -830,8 +775,8 @@ class Daemon:
             "waiting": self.follow_ups.waiting,
             "hop_limited": self.follow_ups.hop_limited,
             "watcher_restarts": self.watchers.restarts,
-            "reconciles": self.reconciles,
-            "last_reconcile": self.last_reconcile,
+            "reconciles": self.reconciler.reconciles,
+            "last_reconcile": self.reconciler.last,
             "reloads": self.reloads,
             "last_errors": list(self.last_errors),
             "jobs": self.jobs(),
