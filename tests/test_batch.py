@@ -151,6 +151,39 @@ def test_a_dry_run_dedupes_against_a_file_a_chained_move_brings(
     assert left == [("out/flat/r-a.txt", b"same"), ("trash/files/a.txt", b"same")]
 
 
+def catalog(clerk_home: Path) -> list[tuple[str, str, str]]:
+    import sqlite_utils
+
+    db = sqlite_utils.Database(clerk_home / "clerk.db")
+    try:
+        return sorted(db.execute("SELECT root, COALESCE(relpath, ''), state FROM files").fetchall())
+    finally:
+        db.close()
+
+
+def test_a_file_a_later_one_overwrites_is_trashed_in_the_catalog(
+    dirs: dict[str, Path], write_rules: Callable[[str], Path], clerk: Clerk, clerk_home: Path
+) -> None:
+    """The second a.txt's overwrite trashes the first (moved there by the same scan): its
+    catalog row said present (a row written after the batch; only rows already there
+    were marked), and the scan of one file at a time said trashed."""
+    write_rules(
+        f"roots:\n  inbox: {dirs['inbox']}\n  out: {{path: {dirs['out']}, watch: false}}\n"
+        "rules:\n  - name: r0\n    in: inbox\n"
+        f"    actions: [{{move: '{dirs['out']}/{{name}}', on_conflict: overwrite}}]\n"
+    )
+    files = {"inbox/a.txt": b"one", "inbox/sub/a.txt": b"two"}
+    make(dirs, files)
+    for relpath in ("inbox/a.txt", "inbox/sub/a.txt"):
+        clerk("scan", str(dirs["inbox"].parent / relpath), check=True)
+    one_by_one = catalog(clerk_home)
+    (clerk_home / "clerk.db").unlink()
+    make(dirs, files)
+    clerk("scan", check=True)
+    assert catalog(clerk_home) == one_by_one == [("out", "a.txt", "present"),
+                                                 ("out", "a.txt", "trashed")]  # fmt: skip
+
+
 def test_files_that_meet_nothing_go_in_one_wave() -> None:
     from clerk.fileops.execute import waves
     from clerk.fileops.types import OpRequest

@@ -435,7 +435,7 @@ class Engine:
         self.facts.copies.end_batch()
         hashes, self.facts.copies.learned = self.facts.copies.learned, []
         if not self.dry_run and self.catalog is not None:
-            rows = list(self._catalog_rows(plans, results))
+            rows = self._catalog_rows(plans, results)
             if (rows or hashes) and writer is not None:
                 writer.write(results, rows, hashes)
             elif rows or hashes:
@@ -709,13 +709,17 @@ class Engine:
         if self.keep_outcomes and (plan.rules or plan.error):
             summary.outcomes.append(outcome)
 
-    def _catalog_rows(
-        self, plans: list[_FilePlan], results: list[OpResult]
-    ) -> Iterator[CatalogRow]:
-        """Rows to write after the batch: only for files whose row changed."""
+    def _catalog_rows(self, plans: list[_FilePlan], results: list[OpResult]) -> list[CatalogRow]:
+        """Rows to write after the batch: only for files whose row changed.
+
+        A file of this batch that a later one's `overwrite` trashed is trashed (the
+        catalog's `trash_displaced` sees only the rows written before the batch).
+        """
+        rows: list[CatalogRow | None] = []
+        here: dict[str, int] = {}  # where this batch's files are now -> their row's index
         for plan in plans:
             file = plan.file
-            root, relpath, state = file.root, file.relpath, "present"
+            root, relpath, state, path = file.root, file.relpath, "present", file.path
             moved = False
             for step in plan.steps:
                 if step.request_index is None:
@@ -723,11 +727,17 @@ class Engine:
                 result = results[step.request_index]
                 if result.status != "done":
                     break
+                displaced = result.displaced
+                if displaced is not None and displaced.status == "done":
+                    victim = here.pop(os.path.normpath(displaced.src), None)
+                    trashed = rows[victim] if victim is not None else None
+                    if trashed is not None:
+                        trashed.state = "trashed"
                 if result.kind in RELOCATING and result.dst:
                     located = self.ruleset.roots.locate(result.dst)
                     if located:
                         root, relpath = located
-                        moved = True
+                        path, moved = result.dst, True
                 elif result.kind == "trash":
                     state = "trashed"
                 elif result.kind == "delete":
@@ -741,10 +751,14 @@ class Engine:
                 or file.cached is None
                 or any(isinstance(s.action, EffectAction) for s in plan.steps)
             )
+            row = None
             if changed:
                 row = _row_for(file, root, relpath)
                 row.state = state
-                yield row
+            if state == "present":
+                here[path] = len(rows)
+            rows.append(row)
+        return [row for row in rows if row is not None]
 
     # --- helpers ---------------------------------------------------------------------------
     def _scan_targets(
