@@ -4,7 +4,7 @@ daemon agree on every file (issue 12).
 Hypothesis generates a tree (odd names: spaces, unicode, a leading dash, dots, braces;
 extensions, sizes, old and new modification times, nested and ignored directories,
 symlinks, files already at the destinations) and a rule set (filters extension, name,
-size, age, regex, content and duplicate, nested with all / any / not; `enabled: false`,
+size, age, regex, content, duplicate, tag and path, nested with all / any / not; `enabled: false`,
 `on:`, `continue: true`, `after:`, the root's `ignore:` globs and `recursive:`; move,
 rename, copy, tag and trash into destination roots, with every conflict policy). Then,
 for every file, these must be the same: which rules applied and which operations
@@ -60,6 +60,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, event, example, given, settings, target
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 from test_daemon_support import running_daemon, wait_until
 
 from clerk.daemon.control import request
@@ -99,6 +100,7 @@ class World:
     recursive: bool
     ignore: tuple[str, ...]
     rules: tuple[dict[str, Any], ...]
+    batch: int = 500  # journal_batch: files per engine batch (small: many batches)
 
     def rule_text(self, base: Path) -> str:
         out = str(base / "out")
@@ -162,6 +164,11 @@ LEAVES = st.one_of(
     st.builds(lambda v: {"regex": v}, st.sampled_from([r"^\d", "é", r"\s", "^a", r"\(1\)"])),
     st.builds(lambda v: {"content": v}, st.sampled_from([r"Invoice\s+(?P<customer>\w+)", "hello"])),
     st.builds(lambda v: {"duplicate": v}, st.booleans()),
+    st.builds(lambda v: {"tag": v}, st.sampled_from(["r0", "r1"])),
+    st.builds(lambda v: {"path": v}, st.sampled_from(["sub/**", "*", "**/a*", "*/*.txt"])),
+    st.builds(
+        lambda v: {"regex": {"pattern": v, "on": "relpath"}}, st.sampled_from(["^sub/", "/"])
+    ),
 )
 NODES = st.recursive(
     LEAVES,
@@ -235,6 +242,7 @@ def worlds(draw: st.DrawFn) -> World:
         draw(st.integers(0, 4)) > 0,
         tuple(draw(st.lists(st.sampled_from(IGNORES), max_size=2, unique=True))),
         draw(rule_sets()),
+        draw(st.sampled_from([500, 500, 1, 3])),
     )
 
 
@@ -267,7 +275,7 @@ def place(world: World, *, inbox_dir: str = "inbox") -> Iterator[Place]:
             (base / sub).mkdir(parents=True, exist_ok=True)
         (here.home / "config.yaml").write_text(
             f"trash_dir: {base / 'trash'}\nreconcile_interval: 1h\n"
-            f"control_socket: {base / 'c.sock'}\n"
+            f"control_socket: {base / 'c.sock'}\njournal_batch: {world.batch}\n"
         )
         (here.home / "rules.d" / "rules.yaml").write_text(world.rule_text(base), "utf-8")
         build(base / inbox_dir, world.inbox)
@@ -459,7 +467,7 @@ def journal_of(fates: dict[str, Fate]) -> Counter[tuple[Any, ...]]:
 
 def describe(world: World) -> str:
     lines = ["inbox:"] + [f"  {e}" for e in world.inbox] + ["out:"] + [f"  {e}" for e in world.out]
-    lines.append(f"recursive={world.recursive} ignore={list(world.ignore)}")
+    lines.append(f"recursive={world.recursive} ignore={list(world.ignore)} batch={world.batch}")
     return "\n".join(lines + ["rules:"] + [f"  {json.dumps(r, ensure_ascii=False)}"
                                             for r in world.rules])  # fmt: skip
 
@@ -467,6 +475,8 @@ def describe(world: World) -> str:
 def _events(fates: dict[str, Fate]) -> None:
     """What the example exercised (pytest --hypothesis-show-statistics), and a target:
     examples where more happens are worth more."""
+    if not currently_in_test_context():
+        return
     ops = [op for f in fates.values() for op in f.ops]
     target(float(len(ops)), label="ops")
     target(float(sum(1 for f in fates.values() if len(f.rules) > 1)), label="chained files")
